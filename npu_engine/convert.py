@@ -1,0 +1,188 @@
+"""`npu-convert` as a library: a model source in, a verified OpenVINO IR model in the store out."""
+
+import errno
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from npu_engine.catalog import Catalog
+from npu_engine.errors import DiskSpaceError, ModelExistsError, ModelNotFoundError
+from npu_engine.files import folder_size, human_bytes
+from npu_engine.manifest import MANIFEST_NAME, Manifest, SourceInfo, hash_folder
+from npu_engine.progress import Reporter
+from npu_engine.recipes import DeviceClass, Recipe, RecipeBook
+from npu_engine.sources import ResolvedSource
+from npu_engine.sources.resolve import resolve_source
+from npu_engine.store import ModelStore, check_name
+
+# Bytes per weight written on the way: the float32 folder de-quantized from a GGUF, the float
+# export optimum writes before compressing, and the compressed result; plus room for the tokenizer.
+BYTES_PER_WEIGHT = {"int4": 0.6, "int8": 1.1, "fp16": 2.0}
+GGUF_DEQUANT_BYTES = 4.0
+FLOAT_EXPORT_BYTES = 4.0
+SLACK_BYTES = 512 << 20
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    """What the user asked for. `recipe` None means the device's default for the model's size."""
+
+    source: str
+    device: DeviceClass = "cpu"
+    recipe: str | None = None
+    name: str | None = None
+    force: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    manifest: Manifest
+    path: Path
+    already_done: bool
+    seconds: float
+
+
+def space_needed(source: ResolvedSource, recipe: Recipe) -> int:
+    """A generous estimate of the disk a conversion uses at its peak."""
+    per_weight = FLOAT_EXPORT_BYTES + BYTES_PER_WEIGHT[recipe.weight_format]
+    if source.format == "gguf":
+        per_weight += GGUF_DEQUANT_BYTES
+    return int(source.parameters * per_weight) + SLACK_BYTES
+
+
+class Converter:
+    """Converts sources into `store`. Collaborators are passed in; nothing is global."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        catalog: Catalog,
+        recipes: RecipeBook,
+        reporter: Reporter,
+        ollama_store: Path,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.recipes = recipes
+        self.reporter = reporter
+        self.ollama_store = ollama_store
+
+    def convert(self, request: ConvertRequest) -> ConvertResult:
+        """Convert one source; a no-op when the same conversion is already in the store."""
+        started = time.monotonic()
+        if request.name is not None:
+            check_name(request.name)
+        self.store.recover()
+        source = resolve_source(
+            request.source,
+            reporter=self.reporter,
+            catalog=self.catalog,
+            packaged_cache=self.store.root / "sources",
+            ollama_store=self.ollama_store,
+            trust_remote_code=request.trust_remote_code,
+        )
+        recipe = self.recipes.choose(request.device, source.parameters, request.recipe)
+        name = check_name(request.name or f"{source.default_name}-{recipe.name}")
+        existing = self._existing(name)
+        if existing is not None and not request.force:
+            if (existing.source.digest, existing.recipe, existing.device) == (
+                source.digest,
+                recipe,
+                request.device,
+            ):
+                return ConvertResult(existing, self.store.path(name), True, time.monotonic() - started)
+            raise ModelExistsError(
+                f"model {name!r} already exists (from {existing.source.id}, recipe {existing.recipe.name}); "
+                "use --force to replace it or --name to keep both"
+            )
+        self.store.require_free_space(space_needed(source, recipe))
+        try:
+            path, manifest = self._build(source, recipe, request, name, replace=existing is not None)
+        except OSError as error:
+            if error.errno == errno.ENOSPC:
+                raise DiskSpaceError(
+                    f"the disk filled up while converting {name} into {self.store.root}"
+                ) from None
+            raise
+        return ConvertResult(manifest, path, False, time.monotonic() - started)
+
+    def _existing(self, name: str) -> Manifest | None:
+        try:
+            return self.store.get(name)
+        except ModelNotFoundError:
+            return None
+
+    def _build(
+        self, source: ResolvedSource, recipe: Recipe, request: ConvertRequest, name: str, replace: bool
+    ) -> tuple[Path, Manifest]:
+        from npu_engine import export
+
+        export.quiet_libraries()
+        with self.store.staging() as stage:
+            hf_folder = source.path
+            if source.gguf is not None:
+                hf_folder = stage / "hf"
+                with self.reporter.step(
+                    f"de-quantizing {source.path.name} ({source.parameters / 1e6:.0f}M weights)"
+                ):
+                    export.dequantize_gguf(source.gguf, hf_folder)
+            model_folder = stage / "model"
+            with self.reporter.step(f"exporting to OpenVINO IR with recipe {recipe.name}"):
+                export.export_ir(hf_folder, model_folder, recipe, request.trust_remote_code)
+            if hf_folder != source.path:
+                shutil.rmtree(hf_folder)
+            with self.reporter.step(
+                "hashing the converted files", total=folder_size(model_folder)
+            ) as advance:
+                files = hash_folder(model_folder, advance)
+            manifest = Manifest(
+                name=name,
+                model=source.default_name,
+                source=SourceInfo(kind=source.kind, id=source.id, digest=source.digest),
+                recipe=recipe,
+                device=request.device,
+                parameters=source.parameters,
+                architecture=source.architecture,
+                context_length=source.context_length,
+                files=files,
+                tool_versions=export.tool_versions(),
+                created=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+            (model_folder / MANIFEST_NAME).write_text(manifest.to_json(), "utf-8")
+            path = self.store.commit(model_folder, name, replace=replace)
+        return path, manifest
+
+    def convert_tier(
+        self, profile: str, tier: str, device: DeviceClass, recipe: str | None, force: bool
+    ) -> list[ConvertResult]:
+        """Convert what a catalog tier needs: its model and, where it has one, its draft model."""
+        spec = self.catalog.profile(profile).tier(tier)
+        models = [spec.model] + ([spec.draft] if spec.draft else [])
+        return [
+            self.convert(
+                ConvertRequest(
+                    source=self.catalog.model(model).preferred_source,
+                    device=device,
+                    recipe=recipe,
+                    force=force,
+                )
+            )
+            for model in models
+        ]
+
+
+def describe(result: ConvertResult) -> str:
+    """One line for the user about a finished (or skipped) conversion."""
+    manifest = result.manifest
+    if result.already_done:
+        return (
+            f"{manifest.name}: already converted from the same source with recipe "
+            f"{manifest.recipe.name} (--force redoes it)"
+        )
+    return (
+        f"{manifest.name}: converted with recipe {manifest.recipe.name} for {manifest.device.upper()} in "
+        f"{result.seconds:.0f}s, {human_bytes(manifest.size)} at {result.path}"
+    )

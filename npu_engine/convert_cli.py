@@ -1,0 +1,132 @@
+"""`npu-convert`: the command line over npu_engine.convert and the model store."""
+
+import argparse
+import sys
+from typing import get_args
+
+from npu_engine.catalog import TIERS, load_catalog
+from npu_engine.cli_support import run_cli
+from npu_engine.convert import Converter, ConvertRequest, describe
+from npu_engine.errors import StoreError
+from npu_engine.files import human_bytes
+from npu_engine.manifest import verify_files
+from npu_engine.progress import Reporter, RichReporter, SilentReporter
+from npu_engine.recipes import DeviceClass, load_recipe_book
+from npu_engine.settings import catalog_profile, engine_home, ollama_models_dir
+from npu_engine.sources import SPEC_HELP
+from npu_engine.store import ModelStore
+
+COMMANDS = ("convert", "tier", "list", "verify", "rm")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="npu-convert",
+        description="Convert coder models to OpenVINO IR for NPU, GPU or CPU, and manage the model store.",
+        epilog=f"A bare `npu-convert SOURCE` means `npu-convert convert SOURCE`. SOURCE is {SPEC_HELP}.",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="print only results and errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def conversion_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--device", choices=get_args(DeviceClass), default="cpu", help="device class to convert for"
+        )
+        sub.add_argument(
+            "--recipe", help="a recipe from convert/recipes.json (default: the device's default)"
+        )
+        sub.add_argument("--force", action="store_true", help="redo the conversion, replacing the model")
+
+    convert = commands.add_parser("convert", help="convert one model source")
+    convert.add_argument("source", help=SPEC_HELP)
+    conversion_options(convert)
+    convert.add_argument("--name", help="store name (default: <source>-<recipe>)")
+    convert.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with the model")
+
+    tier = commands.add_parser("tier", help="convert what a catalog tier needs (its model and draft)")
+    tier.add_argument("tier", choices=TIERS)
+    tier.add_argument(
+        "--profile", default=None, help="catalog profile (default: $NPU_ENGINE_PROFILE or plan)"
+    )
+    conversion_options(tier)
+
+    commands.add_parser("list", help="list the models in the store")
+    verify = commands.add_parser("verify", help="re-hash every file of a model against its manifest")
+    verify.add_argument("name")
+    remove = commands.add_parser("rm", help="remove a model from the store")
+    remove.add_argument("name")
+    return parser
+
+
+def normalize(argv: list[str]) -> list[str]:
+    """Insert the implied `convert` before a bare source."""
+    for index, arg in enumerate(argv):
+        if arg in ("-q", "--quiet"):
+            continue
+        if arg.startswith("-") or arg in COMMANDS:
+            return argv
+        return [*argv[:index], "convert", *argv[index:]]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(normalize(list(sys.argv[1:] if argv is None else argv)))
+    return run_cli(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    store = ModelStore(engine_home())
+    reporter: Reporter = SilentReporter() if args.quiet else RichReporter()
+    if args.command in ("convert", "tier"):
+        converter = Converter(store, load_catalog(), load_recipe_book(), reporter, ollama_models_dir())
+        if args.command == "convert":
+            request = ConvertRequest(
+                source=args.source,
+                device=args.device,
+                recipe=args.recipe,
+                name=args.name,
+                force=args.force,
+                trust_remote_code=args.trust_remote_code,
+            )
+            results = [converter.convert(request)]
+        else:
+            profile = args.profile or catalog_profile()
+            results = converter.convert_tier(profile, args.tier, args.device, args.recipe, args.force)
+        for result in results:
+            print(describe(result))
+        return 0
+    if args.command == "list":
+        return _list(store)
+    if args.command == "verify":
+        return _verify(store, args.name, reporter)
+    manifest = store.remove(args.name)
+    print(f"removed {manifest.name} ({human_bytes(manifest.size)})")
+    return 0
+
+
+def _list(store: ModelStore) -> int:
+    manifests = store.manifests()
+    if not manifests:
+        print(f"no models in {store.models_dir}")
+        return 0
+    rows = [("NAME", "SIZE", "RECIPE", "DEVICE", "SOURCE")] + [
+        (m.name, human_bytes(m.size), m.recipe.name, m.device.upper(), m.source.id) for m in manifests
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+    return 0
+
+
+def _verify(store: ModelStore, name: str, reporter: Reporter) -> int:
+    manifest = store.get(name)
+    with reporter.step(f"verifying {name}", total=manifest.size) as advance:
+        problems = verify_files(store.path(name), manifest, advance)
+    if problems:
+        raise StoreError(f"{name} failed verification: " + "; ".join(problems))
+    print(f"{name}: ok, {len(manifest.files)} files, {human_bytes(manifest.size)} match the manifest")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

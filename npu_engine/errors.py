@@ -1,0 +1,59 @@
+"""The exceptions npu-engine raises on purpose.
+
+Every `NpuEngineError` is a condition a user can act on; the CLI prints its message on one
+line and exits with its `exit_code`. Anything else escaping is a bug and keeps its traceback.
+"""
+
+
+class NpuEngineError(Exception):
+    """Base of all expected failures."""
+
+    exit_code = 1
+
+
+class UserInputError(NpuEngineError):
+    """The user asked for something malformed: a bad path, name, flag or spec."""
+
+    exit_code = 2
+
+
+class SourceError(NpuEngineError):
+    """A model source is missing, unreadable, corrupt or unsupported."""
+
+    exit_code = 3
+
+
+class ChecksumError(SourceError):
+    """A file's sha256 differs from the one it must have."""
+
+
+class StoreError(NpuEngineError):
+    """The model store refused an operation: a name clash, a missing model, a failed verify."""
+
+    exit_code = 4
+
+
+class ModelExistsError(StoreError):
+    """A model of that name is already in the store with another source or recipe."""
+
+
+class ModelNotFoundError(StoreError):
+    """No complete model of that name is in the store."""
+
+
+class DiskSpaceError(NpuEngineError):
+    """Not enough free disk space for a conversion."""
+
+    exit_code = 5
+
+
+class ConversionError(NpuEngineError):
+    """Export or compression failed for a reason the user can read."""
+
+    exit_code = 6
+
+
+class NetworkError(NpuEngineError):
+    """A download or a remote service could not be reached."""
+
+    exit_code = 7

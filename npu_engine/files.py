@@ -1,0 +1,45 @@
+"""File helpers shared by the store, the sources and the manifests: hashing and folder sizes."""
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+CHUNK = 4 << 20
+
+ByteProgress = Callable[[int], None]
+
+
+def sha256_file(path: Path, on_bytes: ByteProgress | None = None) -> str:
+    """The hex sha256 of a file, read in chunks; `on_bytes` hears how many bytes each chunk had."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(CHUNK):
+            digest.update(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+    return digest.hexdigest()
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """Every regular file below `folder`, sorted by relative path, symlinks refused."""
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            raise ValueError(f"symlink in model folder: {path}")
+        if path.is_file():
+            found.append(path)
+    return found
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes taken by the regular files below `folder`."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink())
+
+
+def human_bytes(size: float) -> str:
+    """`1.5 GB`-style size, decimal units as disk tools print them."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(size) < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")

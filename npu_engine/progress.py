@@ -1,0 +1,62 @@
+"""Progress reporting for long steps: rich bars on stderr, or nothing with `--quiet`."""
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
+
+Advance = Callable[[int], None]
+
+
+class Reporter(Protocol):
+    def step(self, description: str, total: int | None = None) -> AbstractContextManager[Advance]:
+        """A long step; the context yields a function to call with units done (bytes, items)."""
+        ...
+
+    def info(self, message: str) -> None:
+        """A line for the user, on stderr."""
+        ...
+
+
+class SilentReporter:
+    """Reports nothing: for `--quiet`, for tests and for library callers."""
+
+    @contextmanager
+    def step(self, description: str, total: int | None = None) -> Iterator[Advance]:
+        yield lambda _done: None
+
+    def info(self, message: str) -> None:
+        return None
+
+
+class RichReporter:
+    """A rich progress bar (or spinner, when the total is unknown) per step, on stderr."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self._console = Console(file=sys.stderr)
+
+    @contextmanager
+    def step(self, description: str, total: int | None = None) -> Iterator[Advance]:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        columns = [SpinnerColumn(), TextColumn("{task.description}")]
+        if total is not None:
+            columns += [BarColumn(), DownloadColumn()]
+        columns.append(TimeElapsedColumn())
+        with Progress(*columns, console=self._console, transient=False) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda done: bar.advance(task, done)
+            if total is None:
+                bar.update(task, total=1, completed=1)
+
+    def info(self, message: str) -> None:
+        self._console.print(message, highlight=False, markup=False)

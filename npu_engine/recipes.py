@@ -1,0 +1,94 @@
+"""Conversion recipes: how weights are compressed for a device class, read from `convert/recipes.json`."""
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from npu_engine.data import read_json, read_lines
+from npu_engine.errors import UserInputError
+
+DeviceClass = Literal["cpu", "gpu", "npu"]
+DEVICE_CLASSES: tuple[DeviceClass, ...] = ("cpu", "gpu", "npu")
+WeightFormat = Literal["int4", "int8", "fp16"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One way to compress a model; recorded whole in every manifest it made."""
+
+    name: str
+    description: str
+    weight_format: WeightFormat
+    sym: bool
+    group_size: int
+    ratio: float
+    awq: bool
+    scale_estimation: bool
+    gptq: bool
+    calibration: str | None
+    num_samples: int | None
+    group_size_fallback: str
+    devices: tuple[DeviceClass, ...]
+
+    @property
+    def data_aware(self) -> bool:
+        return self.awq or self.scale_estimation or self.gptq
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Recipe":
+        return cls(**{**raw, "devices": tuple(raw["devices"])})
+
+
+@dataclass(frozen=True)
+class RecipeBook:
+    """All recipes, and which one each device class gets by default for a model size."""
+
+    recipes: dict[str, Recipe]
+    defaults: dict[str, list[tuple[int | None, str]]]
+
+    def get(self, name: str) -> Recipe:
+        try:
+            return self.recipes[name]
+        except KeyError:
+            known = ", ".join(sorted(self.recipes))
+            raise UserInputError(f"unknown recipe {name!r} (known: {known})") from None
+
+    def default_for(self, device: DeviceClass, parameters: int) -> Recipe:
+        """The default recipe for `device` and a model of `parameters` weights."""
+        for max_parameters, name in self.defaults[device]:
+            if max_parameters is None or parameters <= max_parameters:
+                return self.recipes[name]
+        raise AssertionError(f"recipes.json: defaults for {device} end without a catch-all")
+
+    def choose(self, device: DeviceClass, parameters: int, name: str | None) -> Recipe:
+        """The named recipe, checked against the device, else the device's default."""
+        if name is None:
+            return self.default_for(device, parameters)
+        recipe = self.get(name)
+        if device not in recipe.devices:
+            allowed = ", ".join(recipe.devices)
+            raise UserInputError(f"recipe {name!r} is not for {device.upper()} (it is for: {allowed})")
+        return recipe
+
+
+def load_recipe_book() -> RecipeBook:
+    """Read `convert/recipes.json`."""
+    raw = read_json("convert", "recipes.json")
+    recipes = {name: Recipe.from_dict({"name": name, **body}) for name, body in raw["recipes"].items()}
+    defaults = {
+        device: [(rule.get("max_parameters"), rule["recipe"]) for rule in rules]
+        for device, rules in raw["defaults"].items()
+    }
+    for device in DEVICE_CLASSES:
+        for _, name in defaults[device]:
+            if device not in recipes[name].devices:
+                raise AssertionError(f"recipes.json: default {name} is not valid for {device}")
+    return RecipeBook(recipes, defaults)
+
+
+def calibration_texts(name: str) -> list[str]:
+    """The calibration prompts of set `name` (`convert/calibration-<name>.jsonl`, one JSON string a line)."""
+    return [json.loads(line) for line in read_lines("convert", f"calibration-{name}.jsonl")]

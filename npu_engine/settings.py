@@ -1,0 +1,26 @@
+"""Settings read from the environment, through getters called when needed, never at import."""
+
+import os
+from pathlib import Path
+
+
+def engine_home() -> Path:
+    """The model store root: `$NPU_ENGINE_HOME`, else `$XDG_CACHE_HOME/npu-engine`, else ~/.cache."""
+    explicit = os.environ.get("NPU_ENGINE_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "npu-engine"
+
+
+def ollama_models_dir() -> Path:
+    """Ollama's model store: `$OLLAMA_MODELS`, else ~/.ollama/models."""
+    explicit = os.environ.get("OLLAMA_MODELS")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path.home() / ".ollama" / "models"
+
+
+def catalog_profile() -> str:
+    """The catalog profile used when none is named: `$NPU_ENGINE_PROFILE`, else `plan`."""
+    return os.environ.get("NPU_ENGINE_PROFILE", "plan")

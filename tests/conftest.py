@@ -1,0 +1,72 @@
+"""Shared fixtures. Real models only: SmolLM2-135M from its registry package, converted once per
+session into build/test-home inside the clone (reused by later runs while the manifest matches)."""
+
+from pathlib import Path
+
+import pytest
+
+from npu_engine.catalog import Catalog, load_catalog
+from npu_engine.convert import Converter, ConvertRequest
+from npu_engine.manifest import Manifest
+from npu_engine.progress import SilentReporter
+from npu_engine.recipes import load_recipe_book
+from npu_engine.sources.packaged import ensure_packaged_file
+from npu_engine.store import ModelStore
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD = REPO / "build"
+SMOLLM = "smollm2-135m-instruct"
+PRIME_PROMPT = "Write a Python function to check if a number is prime."
+
+
+def make_converter(store: ModelStore, ollama_store: Path | None = None) -> Converter:
+    return Converter(
+        store, load_catalog(), load_recipe_book(), SilentReporter(), ollama_store or store.root / "ollama"
+    )
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return load_catalog()
+
+
+@pytest.fixture(scope="session")
+def cache_store() -> ModelStore:
+    return ModelStore(BUILD / "test-home")
+
+
+@pytest.fixture(scope="session")
+def smollm_gguf(cache_store: ModelStore, catalog: Catalog) -> Path:
+    packaged = catalog.model(SMOLLM).packaged
+    assert packaged is not None
+    return ensure_packaged_file(packaged, cache_store.root / "sources", SilentReporter())
+
+
+@pytest.fixture(scope="session")
+def smollm_cpu(cache_store: ModelStore) -> Manifest:
+    """SmolLM2 converted with the CPU default recipe."""
+    return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{SMOLLM}", device="cpu")).manifest
+
+
+@pytest.fixture(scope="session")
+def smollm_npu(cache_store: ModelStore) -> Manifest:
+    """SmolLM2 converted with the data-free NPU recipe (symmetric INT4, group 128)."""
+    request = ConvertRequest(source=f"pkg:{SMOLLM}", device="npu", recipe="int4-sym-npu")
+    return make_converter(cache_store).convert(request).manifest
+
+
+@pytest.fixture(scope="session")
+def smollm_hf_folder(cache_store: ModelStore, smollm_gguf: Path) -> Path:
+    """A Hugging Face folder (safetensors) of SmolLM2, de-quantized from its GGUF once."""
+    from npu_engine.export import dequantize_gguf
+    from npu_engine.gguf_file import read_gguf
+
+    folder = cache_store.root / "hf-smollm2"
+    if not (folder / "config.json").is_file():
+        partial = cache_store.root / "hf-smollm2.partial"
+        import shutil
+
+        shutil.rmtree(partial, ignore_errors=True)
+        dequantize_gguf(read_gguf(smollm_gguf), partial)
+        partial.rename(folder)
+    return folder
