@@ -1,8 +1,9 @@
 """Progress reporting for long steps: rich bars on stderr, or nothing with `--quiet`."""
 
+import io
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, redirect_stderr, redirect_stdout
 from typing import Protocol
 
 Advance = Callable[[int], None]
@@ -19,11 +20,16 @@ class Reporter(Protocol):
 
 
 class SilentReporter:
-    """Reports nothing: for `--quiet`, for tests and for library callers."""
+    """Reports nothing: for `--quiet`, for tests and for library callers.
+
+    During a step it also swallows what the libraries print themselves (NNCF's tables and bars,
+    transformers' tqdm); their failures still arrive as exceptions.
+    """
 
     @contextmanager
     def step(self, description: str, total: int | None = None) -> Iterator[Advance]:
-        yield lambda _done: None
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            yield lambda _done: None
 
     def info(self, message: str) -> None:
         return None
