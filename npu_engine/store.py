@@ -114,13 +114,14 @@ class ModelStore:
         """Move a finished staging folder into place as model `name`, atomically.
 
         With `replace`, an existing model of that name is swapped out; were the process killed
-        between the two renames, `recover()` puts the old model back.
+        between the two renames, `recover()` puts the old model back. A folder of that name that is
+        not a complete model (no readable manifest) is swapped out too.
         """
         target = self.path(name)
         self.models_dir.mkdir(parents=True, exist_ok=True)
         with self._store_lock():
             if target.exists():
-                if not replace:
+                if not replace and any(m.name == name for m in self.manifests()):
                     raise AssertionError("commit over an existing model without replace")
                 self._replaced_dir.mkdir(parents=True, exist_ok=True)
                 old = self._replaced_dir / f"{name}.{uuid.uuid4().hex}"

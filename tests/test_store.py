@@ -100,3 +100,14 @@ def test_bad_names_are_refused(name: str) -> None:
 @pytest.mark.parametrize("name", ["qwen2.5-coder-0.5b-instruct-int8", "A_b-1"])
 def test_good_names_pass(name: str) -> None:
     assert check_name(name) == name
+
+
+def test_commit_replaces_a_folder_that_is_not_a_model(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    (store.models_dir / "alpha").mkdir(parents=True)
+    (store.models_dir / "alpha" / "openvino_model.bin").write_bytes(b"leftover")
+    with store.staging() as stage:
+        write_fake_model(stage / "m", "alpha", marker="new")
+        store.commit(stage / "m", "alpha", replace=False)
+    assert (store.path("alpha") / "marker").read_text() == "new"
+    assert not (store.path("alpha") / "openvino_model.bin").exists()

@@ -1,0 +1,119 @@
+"""Real coder model, end to end: Qwen2.5-Coder-0.5B from its packaged GGUF, converted with the CPU
+and NPU default recipes, loaded by OpenVINO GenAI, and asked for a prime-number function that must
+parse and be right."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from npu_engine.answers import extract_code
+from npu_engine.convert import ConvertRequest
+from npu_engine.devices import discover
+from npu_engine.engine import Engine
+from npu_engine.manifest import Manifest
+from npu_engine.store import ModelStore
+from tests.conftest import PRIME_PROMPT, make_converter
+
+pytestmark = pytest.mark.slow
+
+QWEN = "qwen2.5-coder-0.5b-instruct"
+NUMBERS = [-7, 0, 1, 2, 3, 4, 9, 15, 17, 25, 29, 91, 97, 100, 7919]
+PRIMES = {2, 3, 17, 29, 97, 7919}
+HARNESS = """
+import json, sys
+namespace = {"__name__": "answer"}
+exec(open(sys.argv[1]).read(), namespace)
+candidates = [v for k, v in namespace.items() if callable(v) and "prime" in k.lower()]
+print(json.dumps([bool(candidates[0](n)) for n in json.loads(sys.argv[2])]))
+"""
+
+
+@pytest.fixture(scope="module")
+def qwen_cpu(cache_store: ModelStore) -> Manifest:
+    return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{QWEN}", device="cpu")).manifest
+
+
+@pytest.fixture(scope="module")
+def qwen_npu(cache_store: ModelStore) -> Manifest:
+    return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{QWEN}", device="npu")).manifest
+
+
+def assert_correct_prime_function(answer: str, tmp_path: Path) -> None:
+    code = extract_code(answer)
+    ast.parse(code)
+    script = tmp_path / "answer.py"
+    script.write_text(code)
+    result = subprocess.run(
+        [sys.executable, "-c", HARNESS, str(script), json.dumps(NUMBERS)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [n in PRIMES for n in NUMBERS]
+
+
+def test_default_recipes(qwen_cpu: Manifest, qwen_npu: Manifest) -> None:
+    assert (qwen_cpu.recipe.name, qwen_cpu.architecture) == ("int8", "qwen2")
+    assert (qwen_npu.recipe.name, qwen_npu.recipe.sym, qwen_npu.recipe.group_size) == (
+        "int4-sym-npu-awq",
+        True,
+        128,
+    )
+    assert qwen_npu.recipe.awq and qwen_npu.recipe.scale_estimation
+
+
+def test_prime_on_cpu(cache_store: ModelStore, qwen_cpu: Manifest, tmp_path: Path) -> None:
+    cpu = [device for device in discover() if device.kind == "cpu"]
+    result = Engine(store=cache_store, profile="embedded", devices=cpu).generate(PRIME_PROMPT, tier="code")
+    assert (result.model, result.device) == (qwen_cpu.name, "CPU")
+    assert_correct_prime_function(result.text, tmp_path)
+
+
+def test_prime_on_emulated_npu(cache_store: ModelStore, qwen_npu: Manifest, tmp_path: Path) -> None:
+    cpu = [device for device in discover() if device.kind == "cpu"]
+    engine = Engine(store=cache_store, profile="embedded", devices=cpu, emulate_npu=True)
+    result = engine.generate(PRIME_PROMPT, tier="code")
+    assert (result.model, result.device) == (qwen_npu.name, "NPU (emulated on CPU)")
+    assert_correct_prime_function(result.text, tmp_path)
+
+
+def test_tier_command_is_a_no_op_once_converted(cache_store: ModelStore, qwen_cpu: Manifest) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "npu_engine.convert_cli", "--quiet", "tier", "code", "--profile", "embedded"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NPU_ENGINE_HOME": str(cache_store.root)},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout.strip()
+        == f"{qwen_cpu.name}: already converted from the same source with recipe int8 (--force redoes it)"
+    )
+
+
+def test_rebuilt_tokenizer_matches_transformers_qwen2_converter(
+    cache_store: ModelStore, qwen_cpu: Manifest
+) -> None:
+    """For qwen2 GGUFs transformers' converter is right; ours must agree with it token for token."""
+    from transformers import AutoTokenizer
+
+    gguf = cache_store.root / "sources" / "qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf"
+    reference = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    ours = AutoTokenizer.from_pretrained(cache_store.path(qwen_cpu.name))
+    corpus = [
+        Path(__file__).read_text(),
+        Path(ast.__file__).read_text()[:20000],
+        "Ünïcödé 日本語 テスト 1234567890 <|im_start|>user\nhi<|im_end|>\n\t\t  trailing  ",
+    ]
+    for text in corpus:
+        assert ours(text)["input_ids"] == reference(text)["input_ids"]
+    assert ours.eos_token == "<|im_end|>"
