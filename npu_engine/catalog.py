@@ -36,6 +36,8 @@ class CatalogModel:
     ollama: str | None
     parameters: int
     architecture: str
+    context_length: int
+    kv_bytes_per_token: int
     packaged: PackagedFile | None
 
     @property
@@ -50,9 +52,12 @@ class CatalogModel:
 
 @dataclass(frozen=True)
 class TierSpec:
+    """A tier of a profile: its model, its draft model for speculative decoding, its planned context."""
+
     tier: str
     model: str
     draft: str | None
+    context: int
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,8 @@ def _model(name: str, raw: dict[str, Any]) -> CatalogModel:
         ollama=raw.get("ollama"),
         parameters=int(raw["parameters"]),
         architecture=raw["architecture"],
+        context_length=int(raw["context_length"]),
+        kv_bytes_per_token=int(raw["kv_bytes_per_token"]),
         packaged=None
         if packaged is None
         else PackagedFile(
@@ -114,7 +121,8 @@ def load_catalog() -> Catalog:
     profiles = {}
     for name, body in raw["profiles"].items():
         tiers = {
-            tier: TierSpec(tier, spec["model"], spec.get("draft")) for tier, spec in body["tiers"].items()
+            tier: TierSpec(tier, spec["model"], spec.get("draft"), int(spec["context"]))
+            for tier, spec in body["tiers"].items()
         }
         for spec in tiers.values():
             for model in (spec.model, spec.draft):

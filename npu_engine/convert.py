@@ -19,7 +19,6 @@ from npu_engine.store import ModelStore, check_name
 
 # Bytes per weight written on the way: the float32 folder de-quantized from a GGUF, the float
 # export optimum writes before compressing, and the compressed result; plus room for the tokenizer.
-BYTES_PER_WEIGHT = {"int4": 0.6, "int8": 1.1, "fp16": 2.0}
 GGUF_DEQUANT_BYTES = 4.0
 FLOAT_EXPORT_BYTES = 4.0
 SLACK_BYTES = 512 << 20
@@ -47,7 +46,7 @@ class ConvertResult:
 
 def space_needed(source: ResolvedSource, recipe: Recipe) -> int:
     """A generous estimate of the disk a conversion uses at its peak."""
-    per_weight = FLOAT_EXPORT_BYTES + BYTES_PER_WEIGHT[recipe.weight_format]
+    per_weight = FLOAT_EXPORT_BYTES + recipe.bytes_per_weight
     if source.format == "gguf":
         per_weight += GGUF_DEQUANT_BYTES
     return int(source.parameters * per_weight) + SLACK_BYTES

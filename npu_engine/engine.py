@@ -1,38 +1,40 @@
-"""The engine's Python API: `Engine().generate(...)` answers from the best device holding the tier's model."""
+"""The engine's Python API: `Engine().generate(...)` answers a tier from the device the scheduler
+chose, walks the tier's fallback chain (NPU -> GPU -> CPU -> Ollama -> an OpenAI-compatible server)
+when a step fails, and reports every step it took."""
 
+import logging
+import queue
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal
 
+from npu_engine.backends.openvino_genai import DecodingMode, OpenVinoPipelineFactory, PipelineSpec
+from npu_engine.backends.remote import OllamaBackend, OpenAICompatibleBackend, ollama_base_url
 from npu_engine.catalog import Catalog, load_catalog
-from npu_engine.devices import Device, DeviceKind, discover
-from npu_engine.errors import ModelNotFoundError, UserInputError
+from npu_engine.demands import manifest_for, tier_demands
+from npu_engine.devices import Device, Inventory, discover
+from npu_engine.errors import EngineBusyError, GenerationError, NetworkError, NpuEngineError, UserInputError
+from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink, as_messages
 from npu_engine.manifest import Manifest
-from npu_engine.settings import engine_home
+from npu_engine.pipelines import Pipeline, PipelinePool
+from npu_engine.recipes import load_recipe_book
+from npu_engine.scheduler import OLLAMA, Measurement, Plan, default_budget, plan
+from npu_engine.settings import engine_home, ollama_host
 from npu_engine.store import ModelStore
 
-Message = dict[str, str]
+log = logging.getLogger("npu_engine")
 
-
-class Pipeline(Protocol):
-    load_seconds: float
-
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        stop: Sequence[str],
-        seed: int | None,
-    ) -> Any: ...
+Decoding = Literal["auto", "plain", "speculative", "prompt_lookup"]
+OPENAI = "openai"
+NPU_MAX_PROMPT = 1024
+NPU_MIN_RESPONSE = 512
 
 
 @dataclass(frozen=True)
 class GenerationMetrics:
-    """OpenVINO's measurements of one call; times in milliseconds, load in seconds (0 when already loaded)."""
+    """Measurements of one call; times in milliseconds, load in seconds (0 when already loaded)."""
 
     ttft_ms: float
     tpot_ms: float
@@ -43,27 +45,40 @@ class GenerationMetrics:
 
 
 @dataclass(frozen=True)
+class FallbackStep:
+    """A step of the chain that did not answer, and why."""
+
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class GenerationResult:
     text: str
     finish_reason: str
     tier: str
     model: str
     device: str
+    decoding: str
     metrics: GenerationMetrics
+    fallback: tuple[FallbackStep, ...] = ()
 
 
 @dataclass(frozen=True)
-class Placement:
-    manifest: Manifest
-    device: Device
+class RemoteTarget:
+    """An HTTP fallback: the adapter and how it names each tier's model."""
+
+    backend: OllamaBackend | OpenAICompatibleBackend
+    models: Callable[[str], str | None]
 
 
 class Engine:
     """Serves generate calls for the tiers of a catalog profile from the models in the store.
 
-    Collaborators are arguments: the store, the catalog, the devices (discovered when None) and the
-    pipeline factory (OpenVINO GenAI when None). `emulate_npu` runs NPU placements through NPUW on
-    the CPU, for machines without an NPU.
+    Collaborators are arguments: the store, the catalog, the machine's inventory (discovered when
+    None), the pipeline factory (OpenVINO GenAI when None) and the remote fallbacks (Ollama at
+    `$OLLAMA_HOST` when None; pass {} for none). `emulate_npu` adds an NPU that runs through NPUW on
+    the CPU, for machines without one: a correctness path, never a speed figure.
     """
 
     def __init__(
@@ -71,41 +86,64 @@ class Engine:
         store: ModelStore | None = None,
         catalog: Catalog | None = None,
         profile: str = "embedded",
-        devices: Sequence[Device] | None = None,
+        inventory: Inventory | None = None,
         pipeline_factory: Callable[[Any], Pipeline] | None = None,
         emulate_npu: bool = False,
+        memory_budget: int | None = None,
+        measurements: Sequence[Measurement] = (),
+        remotes: dict[str, RemoteTarget] | None = None,
+        keep_alive_seconds: float = 300.0,
+        max_waiting: int = 8,
+        failure_ttl_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store or ModelStore(engine_home())
         self.catalog = catalog or load_catalog()
         self.profile = self.catalog.profile(profile)
-        self.devices = list(devices) if devices is not None else discover()
-        if emulate_npu and not any(device.kind == "npu" for device in self.devices):
-            cpu = next(device for device in self.devices if device.kind == "cpu")
-            self.devices.insert(
-                0, Device("NPU", "npu", f"NPU emulated on {cpu.full_name}", cpu.memory_bytes, True)
+        inventory = inventory or discover()
+        self.emulate_npu = emulate_npu and not inventory.of_kind("npu")
+        if self.emulate_npu:
+            cpu = inventory.of_kind("cpu")[0]
+            npu = Device("NPU", "npu", f"NPU emulated on {cpu.full_name}", cpu.memory_bytes, True)
+            inventory = Inventory(
+                inventory.description, inventory.memory_bytes, inventory.cpu_cores, (npu, *inventory.devices)
             )
-        self.emulate_npu = emulate_npu
-        self._factory = pipeline_factory
-        self._pipelines: dict[tuple[str, str], Pipeline] = {}
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self.inventory = inventory
+        self.memory_budget = memory_budget or default_budget(inventory)
+        self.measurements = list(measurements)
+        if remotes is None:
+            ollama = OllamaBackend(ollama_base_url(ollama_host()))
+            remotes = {OLLAMA: RemoteTarget(ollama, lambda model: self.catalog.model(model).ollama)}
+        self.remotes = remotes
+        self.pool = PipelinePool(
+            pipeline_factory or OpenVinoPipelineFactory(),
+            self.memory_budget,
+            keep_alive_seconds,
+            max_waiting,
+            clock,
+        )
+        self._failure_ttl = failure_ttl_seconds
+        self._failures: dict[tuple[str, str], tuple[float, str]] = {}
+        self._clock = clock
         self._guard = threading.Lock()
 
-    def place(self, tier: str) -> Placement:
-        """The device and converted model that serve `tier`: the first device, in NPU, GPU, CPU order,
-        for which the store holds the tier's model converted with a recipe valid there."""
-        model = self.profile.tier(tier).model
-        manifests = [manifest for manifest in self.store.manifests() if manifest.model == model]
-        if not manifests:
-            raise ModelNotFoundError(
-                f"tier {tier!r} needs model {model!r}, which is not converted (run: npu-convert tier {tier} "
-                f"--profile {self.profile.name})"
-            )
-        for device in self.devices:
-            fitting = [m for m in manifests if device.kind in m.recipe.devices]
-            if fitting:
-                fitting.sort(key=lambda m: m.device != device.kind)
-                return Placement(fitting[0], device)
-        raise ModelNotFoundError(f"no device here can run the converted models of tier {tier!r}")
+    # -- planning -------------------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        """Where each tier runs now, given the converted models in the store."""
+        demands = tier_demands(self.profile, self.catalog, self.store.manifests(), load_recipe_book())
+        return plan(self.inventory, demands, self.memory_budget, self.measurements)
+
+    def chain(self, tier: str) -> list[str]:
+        """The tier's device chain then its remote fallbacks, in order."""
+        self.profile.tier(tier)
+        placement = self.plan().placement(tier)
+        steps = ([placement.device] if placement.device else []) + [
+            s for s in placement.fallback if s != OLLAMA
+        ]
+        return steps + [name for name in (OLLAMA, OPENAI) if name in self.remotes]
+
+    # -- generation -----------------------------------------------------------------------------
 
     def generate(
         self,
@@ -117,65 +155,211 @@ class Engine:
         top_p: float = 1.0,
         stop: Sequence[str] = (),
         seed: int | None = None,
+        decoding: Decoding = "auto",
+        on_text: TextSink | None = None,
     ) -> GenerationResult:
-        """Answer a prompt or chat messages with the tier's model; greedy unless temperature > 0."""
+        """Answer a prompt or chat messages with the tier's model; greedy unless temperature > 0.
+
+        `on_text` hears each piece of text as it is produced and may return True to stop.
+        """
         if max_new_tokens < 1:
             raise UserInputError("max_new_tokens must be at least 1")
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        placement = self.place(tier)
-        pipeline, load_seconds, lock = self._pipeline(placement)
-        with lock:
-            raw = pipeline.generate(
-                messages,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                stop=stop,
-                seed=seed,
+        if not 0 <= temperature <= 2 or not 0 < top_p <= 1:
+            raise UserInputError("temperature must be in [0, 2] and top_p in (0, 1]")
+        options = SamplingOptions(max_new_tokens, temperature, top_p, tuple(stop), seed)
+        messages = as_messages(prompt)
+        spec = self.profile.tier(tier)
+        manifests = [m for m in self.store.manifests() if m.model in (spec.model, spec.draft)]
+        steps: list[FallbackStep] = []
+        for target in self.chain(tier):
+            skip = self._recent_failure(target, spec.model)
+            if skip:
+                steps.append(FallbackStep(target, f"skipped: failed {skip}"))
+                continue
+            try:
+                if target in self.remotes:
+                    remote = self.remotes[target]
+                    name = remote.models(spec.model)
+                    if not name:
+                        steps.append(FallbackStep(target, f"no {target} model for {spec.model}"))
+                        continue
+                    raw = remote.backend.generate(name, messages, options, on_text)
+                    return self._result(raw, tier, f"{target}:{name}", target, "plain", 0.0, steps)
+                return self._local(
+                    target,
+                    spec.model,
+                    spec.draft,
+                    manifests,
+                    messages,
+                    options,
+                    decoding,
+                    on_text,
+                    tier,
+                    steps,
+                )
+            except _Skip as skip_step:
+                steps.append(FallbackStep(target, str(skip_step)))
+            except (NpuEngineError, RuntimeError, OSError) as error:
+                if isinstance(error, (UserInputError, EngineBusyError)):
+                    raise
+                reason = " ".join(str(error).split())[:300] or type(error).__name__
+                log.warning("tier %s: %s failed, trying the next step: %s", tier, target, reason)
+                self._remember_failure(target, spec.model, reason)
+                steps.append(FallbackStep(target, f"failed: {reason}"))
+        detail = "; ".join(f"{s.target}: {s.reason}" for s in steps) or "the chain is empty"
+        raise GenerationError(f"no device or fallback could answer tier {tier!r} ({detail})")
+
+    def stream(self, prompt: str | Sequence[Message], **kwargs: Any) -> Iterator[str | GenerationResult]:
+        """Yield text pieces as they are produced, then the GenerationResult. Stopping the iteration
+        early (closing the generator) stops the generation within a token or two."""
+        pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
+        stop = threading.Event()
+
+        def sink(text: str) -> bool:
+            pieces.put(("text", text))
+            return stop.is_set()
+
+        def work() -> None:
+            try:
+                pieces.put(("done", self.generate(prompt, on_text=sink, **kwargs)))
+            except BaseException as error:  # handed to the consumer's thread
+                pieces.put(("error", error))
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        try:
+            while True:
+                kind, value = pieces.get()
+                if kind == "text":
+                    yield value
+                elif kind == "done":
+                    yield value
+                    return
+                else:
+                    raise value
+        finally:
+            stop.set()
+            worker.join()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _local(
+        self,
+        device_name: str,
+        model: str,
+        draft: str | None,
+        manifests: list[Manifest],
+        messages: list[Message],
+        options: SamplingOptions,
+        decoding: Decoding,
+        on_text: TextSink | None,
+        tier: str,
+        steps: list[FallbackStep],
+    ) -> GenerationResult:
+        device = self.inventory.device(device_name)
+        manifest = manifest_for(manifests, model, device.kind)
+        if manifest is None:
+            raise _Skip(
+                f"{model} is not converted for {device.kind.upper()} "
+                f"(npu-convert tier {tier} --profile {self.profile.name} --device {device.kind})"
             )
+        mode, draft_manifest = self._decoding(decoding, device, draft, manifests)
+        spec = PipelineSpec(
+            model_path=self.store.path(manifest.name),
+            device=device.name,
+            cache_dir=self.store.cache_dir,
+            max_prompt_len=NPU_MAX_PROMPT,
+            min_response_len=NPU_MIN_RESPONSE,
+            emulate_npu=self.emulate_npu and device.kind == "npu",
+            mode=mode,
+            draft_path=self.store.path(draft_manifest.name) if draft_manifest else None,
+        )
+        # Memory as the scheduler counts it: weights (with the draft's) plus the KV cache at the
+        # tier's planned context.
+        spec_tier = self.profile.tier(tier)
+        kv = self.catalog.model(model).kv_bytes_per_token * spec_tier.context
+        size = manifest.size + (draft_manifest.size if draft_manifest else 0) + kv
+        with self.pool.use((manifest.name, device.name, mode), spec, size) as (pipeline, load_seconds):
+            if device.kind == "npu":
+                prompt_tokens = pipeline.count_prompt_tokens(messages)
+                if (
+                    prompt_tokens > NPU_MAX_PROMPT
+                    or prompt_tokens + options.max_new_tokens > NPU_MAX_PROMPT + NPU_MIN_RESPONSE
+                ):
+                    raise _Skip(
+                        f"prompt of {prompt_tokens} tokens plus {options.max_new_tokens} new "
+                        "exceeds the NPU's "
+                        f"static shape ({NPU_MAX_PROMPT} prompt, {NPU_MAX_PROMPT + NPU_MIN_RESPONSE} in all)"
+                    )
+            raw = pipeline.generate(messages, options, on_text)
+        label = device.name + (" (emulated on CPU)" if spec.emulate_npu else "")
+        return self._result(raw, tier, manifest.name, label, mode, load_seconds, steps)
+
+    def _decoding(
+        self, decoding: Decoding, device: Device, draft: str | None, manifests: list[Manifest]
+    ) -> tuple[DecodingMode, Manifest | None]:
+        draft_manifest = manifest_for(manifests, draft, device.kind) if draft else None
+        if decoding == "speculative":
+            if draft_manifest is None or device.kind == "npu":
+                raise UserInputError(
+                    f"speculative decoding needs a converted draft model on {device.kind.upper()}"
+                )
+            return "speculative", draft_manifest
+        if decoding == "prompt_lookup":
+            if device.kind == "npu":
+                raise UserInputError("prompt-lookup decoding is not available on the NPU")
+            return "prompt_lookup", None
+        return "plain", None
+
+    def _result(
+        self,
+        raw: RawGeneration,
+        tier: str,
+        model: str,
+        device: str,
+        decoding: str,
+        load_seconds: float,
+        steps: list[FallbackStep],
+    ) -> GenerationResult:
         return GenerationResult(
             text=raw.text,
-            finish_reason="length" if raw.output_tokens >= max_new_tokens else "stop",
+            finish_reason=raw.finish_reason,
             tier=tier,
-            model=placement.manifest.name,
-            device=placement.device.name + (" (emulated on CPU)" if self._emulated(placement) else ""),
+            model=model,
+            device=device,
+            decoding=decoding,
             metrics=GenerationMetrics(
-                ttft_ms=raw.ttft_ms,
-                tpot_ms=raw.tpot_ms,
-                tokens_per_second=raw.tokens_per_second,
-                input_tokens=raw.input_tokens,
-                output_tokens=raw.output_tokens,
-                load_seconds=load_seconds,
+                raw.ttft_ms,
+                raw.tpot_ms,
+                raw.tokens_per_second,
+                raw.input_tokens,
+                raw.output_tokens,
+                load_seconds,
             ),
+            fallback=tuple(steps),
         )
 
-    def _emulated(self, placement: Placement) -> bool:
-        return self.emulate_npu and placement.device.kind == "npu"
-
-    def _pipeline(self, placement: Placement) -> tuple[Pipeline, float, threading.Lock]:
-        from npu_engine.backends.openvino_genai import OpenVinoPipelineFactory, PipelineSpec
-
-        key = (placement.manifest.name, placement.device.name)
+    def _recent_failure(self, target: str, model: str) -> str | None:
         with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            if key in self._pipelines:
-                return self._pipelines[key], 0.0, lock
-            spec = PipelineSpec(
-                model_path=self.store.path(placement.manifest.name),
-                device=placement.device.name,
-                cache_dir=self.store.cache_dir,
-                emulate_npu=self._emulated(placement),
-            )
-            factory = self._factory or OpenVinoPipelineFactory()
-            pipeline = factory(spec)
-            self._pipelines[key] = pipeline
-            return pipeline, pipeline.load_seconds, lock
+            seen = self._failures.get((target, model))
+        if seen is None or self._clock() - seen[0] > self._failure_ttl:
+            return None
+        return f"{self._clock() - seen[0]:.0f}s ago ({seen[1]})"
+
+    def _remember_failure(self, target: str, model: str, reason: str) -> None:
+        with self._guard:
+            self._failures[(target, model)] = (self._clock(), reason)
 
 
-def device_kind(name: str) -> DeviceKind:
-    """`GPU.1` -> `gpu`."""
-    kind = name.split(".")[0].lower()
-    if kind not in ("npu", "gpu", "cpu"):
-        raise UserInputError(f"unknown device {name!r} (NPU, GPU or CPU)")
-    return kind  # type: ignore[return-value]
+class _Skip(Exception):
+    """A chain step that cannot serve this request (not a failure to remember)."""
+
+
+__all__ = [
+    "Engine",
+    "FallbackStep",
+    "GenerationError",
+    "GenerationMetrics",
+    "GenerationResult",
+    "NetworkError",
+]

@@ -1,66 +1,133 @@
 """`npu-engine`: the command line over the engine's Python API."""
 
 import argparse
+import logging
 import sys
+from pathlib import Path
 
-from npu_engine.catalog import TIERS
+from npu_engine.catalog import TIERS, load_catalog
 from npu_engine.cli_support import run_cli
-from npu_engine.devices import discover
-from npu_engine.engine import Engine
+from npu_engine.demands import tier_demands
+from npu_engine.devices import Inventory, discover, read_inventory
+from npu_engine.engine import Engine, GenerationResult
 from npu_engine.files import human_bytes
-from npu_engine.settings import catalog_profile
+from npu_engine.generation import Message
+from npu_engine.recipes import load_recipe_book
+from npu_engine.scheduler import default_budget, plan
+from npu_engine.settings import catalog_profile, engine_home
+from npu_engine.store import ModelStore
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="npu-engine", description="Local coder models on NPU, GPU or CPU.")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log each fallback step as it happens")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="answer one prompt and print tier, model, device and speed")
-    run.add_argument("prompt")
-    run.add_argument("--tier", choices=TIERS, default="code")
-    run.add_argument("--profile", default=None, help="catalog profile (default: $NPU_ENGINE_PROFILE or plan)")
-    run.add_argument("--max-new-tokens", type=int, default=512)
-    run.add_argument("--temperature", type=float, default=0.0)
-    run.add_argument("--seed", type=int, default=None)
-    run.add_argument(
-        "--emulate-npu",
-        action="store_true",
-        help="run NPU placements through NPUW on the CPU (slow; for testing)",
+
+    def engine_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--tier", choices=TIERS, default="code")
+        sub.add_argument(
+            "--profile", default=None, help="catalog profile (default: $NPU_ENGINE_PROFILE or plan)"
+        )
+        sub.add_argument("--max-new-tokens", type=int, default=512)
+        sub.add_argument("--temperature", type=float, default=0.0)
+        sub.add_argument("--seed", type=int, default=None)
+        sub.add_argument(
+            "--decoding", choices=("auto", "plain", "speculative", "prompt_lookup"), default="auto"
+        )
+        sub.add_argument(
+            "--emulate-npu",
+            action="store_true",
+            help="run NPU placements through NPUW on the CPU (slow; for testing)",
+        )
+
+    run = commands.add_parser(
+        "run", help="answer one prompt, streaming, then print tier, model, device and speed"
     )
+    run.add_argument("prompt")
+    engine_options(run)
+    chat = commands.add_parser("chat", help="an interactive chat; an empty line or Ctrl-D ends it")
+    engine_options(chat)
+    planning = commands.add_parser("plan", help="explain where each tier would run, and why")
+    planning.add_argument("--profile", default=None)
+    planning.add_argument("--inventory", type=Path, help="plan for the machine described in this JSON file")
     commands.add_parser("devices", help="list the devices OpenVINO sees")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The result and the error already tell every fallback step; the log repeats them with -v.
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(name)s: %(message)s")
     return run_cli(lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "devices":
-        for device in discover():
-            kind = "integrated" if device.integrated else "discrete"
-            print(
-                f"{device.name:8} {device.kind.upper():4} {kind:10} "
-                f"{human_bytes(device.memory_bytes):>9}  {device.full_name}"
-            )
+        _print_inventory(discover())
         return 0
-    engine = Engine(profile=args.profile or catalog_profile(), emulate_npu=args.emulate_npu)
-    result = engine.generate(
-        args.prompt,
+    profile = args.profile or catalog_profile()
+    if args.command == "plan":
+        inventory = read_inventory(args.inventory) if args.inventory else discover()
+        catalog = load_catalog()
+        store = ModelStore(engine_home())
+        manifests = [] if args.inventory else store.manifests()
+        demands = tier_demands(catalog.profile(profile), catalog, manifests, load_recipe_book())
+        print(plan(inventory, demands, default_budget(inventory)).explain())
+        return 0
+    engine = Engine(profile=profile, emulate_npu=args.emulate_npu)
+    if args.command == "run":
+        _answer(engine, args.prompt, args)
+        return 0
+    history: list[Message] = []
+    while True:
+        try:
+            line = input(">>> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if not line:
+            return 0
+        history.append({"role": "user", "content": line})
+        result = _answer(engine, history, args)
+        history.append({"role": "assistant", "content": result.text})
+
+
+def _answer(engine: Engine, prompt: str | list[Message], args: argparse.Namespace) -> GenerationResult:
+    result: GenerationResult | None = None
+    for piece in engine.stream(
+        prompt,
         tier=args.tier,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         seed=args.seed,
-    )
-    print(result.text)
+        decoding=args.decoding,
+    ):
+        if isinstance(piece, str):
+            print(piece, end="", flush=True)
+        else:
+            result = piece
+    assert result is not None
     m = result.metrics
+    print()
+    for step in result.fallback:
+        print(f"[fallback: {step.target} {step.reason}]", file=sys.stderr)
     print(
-        f"\n[tier {result.tier} | model {result.model} | device {result.device} | "
+        f"[tier {result.tier} | model {result.model} | device {result.device} | {result.decoding} | "
         f"{m.tokens_per_second:.1f} tokens/s | first token {m.ttft_ms:.0f} ms | "
         f"{m.input_tokens} in, {m.output_tokens} out | load {m.load_seconds:.1f}s | {result.finish_reason}]",
         file=sys.stderr,
     )
-    return 0
+    return result
+
+
+def _print_inventory(inventory: Inventory) -> None:
+    print(f"{inventory.description}: {human_bytes(inventory.memory_bytes)} RAM, {inventory.cpu_cores} cores")
+    for device in inventory.devices:
+        kind = "integrated" if device.integrated else "discrete"
+        print(
+            f"  {device.name:8} {device.kind.upper():4} {kind:10} "
+            f"{human_bytes(device.memory_bytes):>9}  {device.full_name}"
+        )
 
 
 if __name__ == "__main__":

@@ -57,3 +57,15 @@ class NetworkError(NpuEngineError):
     """A download or a remote service could not be reached."""
 
     exit_code = 7
+
+
+class EngineBusyError(NpuEngineError):
+    """A bounded queue is full; the caller should retry later."""
+
+    exit_code = 8
+
+
+class GenerationError(NpuEngineError):
+    """Every device and adapter in a tier's fallback chain failed."""
+
+    exit_code = 9

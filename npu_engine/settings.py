@@ -24,3 +24,8 @@ def ollama_models_dir() -> Path:
 def catalog_profile() -> str:
     """The catalog profile used when none is named: `$NPU_ENGINE_PROFILE`, else `plan`."""
     return os.environ.get("NPU_ENGINE_PROFILE", "plan")
+
+
+def ollama_host() -> str | None:
+    """`$OLLAMA_HOST`, as Ollama itself reads it."""
+    return os.environ.get("OLLAMA_HOST") or None

@@ -1,14 +1,20 @@
-"""Running IR models with openvino_genai.LLMPipeline."""
+"""Running IR models with openvino_genai.LLMPipeline: plain, draft-model speculative, or prompt lookup."""
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink, finish_reason
 
 # The NPU plugin's NPUW path with CPU as its only device: runs the NPU pipeline (static shapes,
 # prompt limits) on machines with no NPU. A correctness path, never a speed figure.
 NPU_ON_CPU = {"NPU_USE_NPUW": "YES", "NPUW_DEVICES": "CPU", "NPUW_ONLINE_PIPELINE": "NONE"}
+
+DecodingMode = Literal["plain", "speculative", "prompt_lookup"]
+ASSISTANT_TOKENS = 5
+LOOKUP_NGRAM = 3
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,8 @@ class PipelineSpec:
     max_prompt_len: int = 1024
     min_response_len: int = 256
     emulate_npu: bool = False
+    mode: DecodingMode = "plain"
+    draft_path: Path | None = None
 
     def properties(self) -> dict[str, Any]:
         props: dict[str, Any] = {}
@@ -28,22 +36,10 @@ class PipelineSpec:
             props["CACHE_DIR"] = str(self.cache_dir)
         if self.device == "NPU":
             props.update(MAX_PROMPT_LEN=self.max_prompt_len, MIN_RESPONSE_LEN=self.min_response_len)
+            props["GENERATE_HINT"] = "FAST_COMPILE" if self.emulate_npu else "BEST_PERF"
             if self.emulate_npu:
                 props.update(NPU_ON_CPU)
         return props
-
-
-@dataclass(frozen=True)
-class RawGeneration:
-    """What a backend returns: the text and OpenVINO's own measurements."""
-
-    text: str
-    input_tokens: int
-    output_tokens: int
-    ttft_ms: float
-    tpot_ms: float
-    tokens_per_second: float
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class OpenVinoPipeline:
@@ -55,39 +51,61 @@ class OpenVinoPipeline:
         started = time.monotonic()
         self.spec = spec
         self._genai = openvino_genai
-        self._pipeline = openvino_genai.LLMPipeline(str(spec.model_path), spec.device, **spec.properties())
+        props = spec.properties()
+        if spec.mode == "speculative":
+            if spec.draft_path is None:
+                raise ValueError("speculative decoding needs a draft model")
+            props["draft_model"] = openvino_genai.draft_model(str(spec.draft_path), spec.device)
+        elif spec.mode == "prompt_lookup":
+            props["prompt_lookup"] = True
+        self._pipeline = openvino_genai.LLMPipeline(str(spec.model_path), spec.device, **props)
+        self._tokenizer = self._pipeline.get_tokenizer()
         self.load_seconds = time.monotonic() - started
 
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
+        """Tokens of the prompt after the chat template, as the pipeline will see it."""
+        text = self._tokenizer.apply_chat_template(
+            self._genai.ChatHistory(list(messages)), add_generation_prompt=True
+        )
+        return int(self._tokenizer.encode(text, add_special_tokens=False).input_ids.get_shape()[1])
+
     def generate(
-        self,
-        messages: Sequence[dict[str, str]],
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        stop: Sequence[str],
-        seed: int | None,
+        self, messages: Sequence[Message], options: SamplingOptions, on_text: TextSink | None = None
     ) -> RawGeneration:
-        config = self._genai.GenerationConfig(max_new_tokens=max_new_tokens)
-        if temperature > 0:
+        config = self._genai.GenerationConfig(max_new_tokens=options.max_new_tokens)
+        if options.temperature > 0:
             config.do_sample = True
-            config.temperature = temperature
-            config.top_p = top_p
-            if seed is not None:
-                config.rng_seed = seed
-        if stop:
-            config.stop_strings = set(stop)
+            config.temperature = options.temperature
+            config.top_p = options.top_p
+            if options.seed is not None:
+                config.rng_seed = options.seed
+        if options.stop:
+            config.stop_strings = set(options.stop)
             config.include_stop_str_in_output = False
-        history = self._genai.ChatHistory(list(messages))
-        result = self._pipeline.generate(history, config)
+        if self.spec.mode != "plain":
+            config.num_assistant_tokens = ASSISTANT_TOKENS
+        if self.spec.mode == "prompt_lookup":
+            config.max_ngram_size = LOOKUP_NGRAM
+        cancelled = False
+
+        def stream(text: str) -> Any:
+            nonlocal cancelled
+            if on_text is not None and on_text(text):
+                cancelled = True
+                return self._genai.StreamingStatus.CANCEL
+            return self._genai.StreamingStatus.RUNNING
+
+        result = self._pipeline.generate(self._genai.ChatHistory(list(messages)), config, stream)
         metrics = result.perf_metrics
+        output_tokens = int(metrics.get_num_generated_tokens())
         return RawGeneration(
             text=result.texts[0],
             input_tokens=int(metrics.get_num_input_tokens()),
-            output_tokens=int(metrics.get_num_generated_tokens()),
+            output_tokens=output_tokens,
             ttft_ms=float(metrics.get_ttft().mean),
             tpot_ms=float(metrics.get_tpot().mean),
             tokens_per_second=float(metrics.get_throughput().mean),
+            finish_reason=finish_reason(output_tokens, options, cancelled),
         )
 
 

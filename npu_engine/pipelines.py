@@ -1,0 +1,126 @@
+"""Loaded pipelines: loaded lazily, one caller at a time each, a bounded queue in front of each,
+unloaded when idle past the keep-alive or when a new load would break the memory budget."""
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from npu_engine.errors import EngineBusyError
+from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink
+
+PipelineKey = tuple[str, str, str]  # (model, device, decoding mode)
+
+
+class Pipeline(Protocol):
+    load_seconds: float
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int: ...
+
+    def generate(
+        self, messages: Sequence[Message], options: SamplingOptions, on_text: TextSink | None = None
+    ) -> RawGeneration: ...
+
+
+@dataclass
+class _Slot:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    pipeline: Pipeline | None = None
+    size: int = 0
+    last_used: float = 0.0
+    waiting: int = 0
+
+
+class PipelinePool:
+    def __init__(
+        self,
+        factory: Callable[[Any], Pipeline],
+        budget_bytes: int,
+        keep_alive_seconds: float,
+        max_waiting: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._factory = factory
+        self._budget = budget_bytes
+        self.keep_alive_seconds = keep_alive_seconds
+        self._max_waiting = max_waiting
+        self._clock = clock
+        self._slots: dict[PipelineKey, _Slot] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def use(self, key: PipelineKey, spec: Any, size: int) -> Iterator[tuple[Pipeline, float]]:
+        """The pipeline for `key`, loaded from `spec` if needed, held exclusively inside the block.
+
+        Yields the pipeline and the seconds spent loading it (0 when it was loaded already).
+        Raises EngineBusyError when `max_waiting` callers already queue for it.
+        """
+        with self._guard:
+            slot = self._slots.setdefault(key, _Slot())
+            if slot.waiting >= self._max_waiting:
+                raise EngineBusyError(
+                    f"{key[0]} on {key[1]} has {slot.waiting} requests queued; try again shortly"
+                )
+            slot.waiting += 1
+        try:
+            with slot.lock:
+                self.unload_idle()
+                load_seconds = 0.0
+                if slot.pipeline is None:
+                    self._make_room(size, keep=key)
+                    slot.pipeline = self._factory(spec)
+                    slot.size = size
+                    load_seconds = slot.pipeline.load_seconds
+                try:
+                    yield slot.pipeline, load_seconds
+                finally:
+                    slot.last_used = self._clock()
+        finally:
+            with self._guard:
+                slot.waiting -= 1
+
+    def loaded(self) -> list[PipelineKey]:
+        with self._guard:
+            return [key for key, slot in self._slots.items() if slot.pipeline is not None]
+
+    def queued(self) -> int:
+        with self._guard:
+            return sum(slot.waiting for slot in self._slots.values())
+
+    def unload_idle(self) -> list[PipelineKey]:
+        """Drop pipelines unused for longer than the keep-alive; returns what was unloaded."""
+        now = self._clock()
+        return self._unload(lambda key, slot: now - slot.last_used > self.keep_alive_seconds)
+
+    def unload(self, model: str | None = None) -> list[PipelineKey]:
+        """Drop the idle pipelines of `model` (all models when None)."""
+        return self._unload(lambda key, slot: model is None or key[0] == model)
+
+    def _make_room(self, size: int, keep: PipelineKey) -> None:
+        with self._guard:
+            used = sum(slot.size for slot in self._slots.values() if slot.pipeline is not None)
+            by_age = sorted(
+                (slot.last_used, key)
+                for key, slot in self._slots.items()
+                if slot.pipeline is not None and key != keep
+            )
+        for _, oldest in by_age:
+            if used + size <= self._budget:
+                break
+            for dropped in self._unload(lambda key, _slot, oldest=oldest: key == oldest):  # type: ignore[misc]
+                used -= self._slots[dropped].size
+
+    def _unload(self, doomed: Callable[[PipelineKey, _Slot], bool]) -> list[PipelineKey]:
+        dropped = []
+        with self._guard:
+            candidates = [(key, slot) for key, slot in self._slots.items() if slot.pipeline is not None]
+        for key, slot in candidates:
+            if doomed(key, slot) and slot.lock.acquire(blocking=False):
+                try:
+                    slot.pipeline = None
+                    dropped.append(key)
+                finally:
+                    slot.lock.release()
+        return dropped

@@ -1,0 +1,253 @@
+"""The device scheduler: decides where each tier runs, and why. It never loads or runs a model.
+
+Rules it knows:
+- the NPU runs only symmetric-INT4 conversions with static shapes, serves one request at a time
+  (so it hosts one model), and shares system RAM with the CPU and an integrated GPU;
+- a model needs its weights plus its KV cache at the tier's planned context, and every tier kept
+  loaded together must fit: one budget for system RAM, one per discrete GPU; a model that serves two
+  tiers on one device is counted once;
+- a model that fits nowhere is reported, never planned into swap;
+- measured speed on this machine, where `npu-bench` has measured it, beats the built-in preferences.
+"""
+
+from dataclasses import dataclass, field
+
+from npu_engine.devices import GB, Device, DeviceKind, Inventory
+
+# Built-in preferences, used where nothing was measured.
+PREFERENCES: dict[str, tuple[DeviceKind, ...]] = {
+    "fast": ("npu", "gpu", "cpu"),
+    "code": ("gpu", "npu", "cpu"),
+    "large": ("gpu", "cpu", "npu"),
+    "review": ("gpu", "cpu", "npu"),
+}
+WHY_PREFERRED: dict[str, str] = {
+    "fast": "small always-on tier: the NPU serves it at low power and leaves the GPU and CPU free",
+    "code": "the GPU decodes mid-size INT4 models fastest and batches concurrent requests",
+    "large": "the GPU, else the CPU: large models need memory bandwidth and batching more than low power",
+    "review": "the GPU, else the CPU: the largest model, rarely used, needs the most memory",
+}
+OLLAMA = "ollama"
+RESERVED_BYTES = 8 * GB
+
+
+@dataclass(frozen=True)
+class TierDemand:
+    """What one tier needs. `weight_bytes` holds, per device kind, the size of the model that would
+    run there (a converted model's files, or an estimate); a kind absent from it cannot run the tier."""
+
+    tier: str
+    model: str
+    weight_bytes: dict[DeviceKind, int]
+    kv_bytes: int
+    context: int
+    ollama: str | None = None
+    missing: dict[DeviceKind, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A device profile entry: a tier's measured decode speed and first-token time on a device kind."""
+
+    tier: str
+    device: DeviceKind
+    tokens_per_second: float
+    ttft_ms: float
+
+
+@dataclass(frozen=True)
+class TierPlacement:
+    tier: str
+    model: str
+    device: str | None
+    memory_bytes: int
+    reason: str
+    fallback: tuple[str, ...]
+    resident: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    inventory: Inventory
+    placements: tuple[TierPlacement, ...]
+    system_budget: int
+    system_used: int
+    measured: bool
+
+    def placement(self, tier: str) -> TierPlacement:
+        for placement in self.placements:
+            if placement.tier == tier:
+                return placement
+        raise KeyError(tier)
+
+    def explain(self) -> str:
+        """The plan in words, a paragraph per tier."""
+        lines = [
+            f"Plan for {self.inventory.description}: "
+            f"{self.system_used / GB:.1f} of {self.system_budget / GB:.1f} GB of system memory planned"
+            + (
+                ", using measured speeds from a device profile."
+                if self.measured
+                else ", from built-in preferences."
+            ),
+        ]
+        for p in self.placements:
+            where = p.device or "no local device"
+            chain = " -> ".join(p.fallback) or "none"
+            size = f"{p.memory_bytes / GB:.1f} GB" + ("" if p.resident else ", on demand")
+            lines.append(f"  {p.tier:7} {p.model} on {where} ({size}). {p.reason}")
+            lines.append(f"          fallback: {chain}")
+        return "\n".join(lines)
+
+
+def _gb(size: int) -> str:
+    return f"{size / GB:.1f} GB"
+
+
+class _Budget:
+    """Memory left: one pool for system RAM (CPU, integrated GPU, NPU), one per discrete GPU."""
+
+    def __init__(self, inventory: Inventory, system_budget: int, gpu_fraction: float) -> None:
+        self.left = {"system": system_budget}
+        for device in inventory.devices:
+            if not device.shares_system_memory:
+                self.left[device.name] = int(device.memory_bytes * gpu_fraction)
+
+    def pool(self, device: Device) -> str:
+        return "system" if device.shares_system_memory else device.name
+
+
+def default_budget(inventory: Inventory, reserve: int = RESERVED_BYTES) -> int:
+    """System memory the engine may plan with: all RAM but a reserve for the OS, the desktop and the
+    small general model the user already runs in Ollama."""
+    return max(inventory.memory_bytes - reserve, inventory.memory_bytes // 4)
+
+
+def plan(
+    inventory: Inventory,
+    demands: list[TierDemand],
+    system_budget: int,
+    measurements: list[Measurement] | None = None,
+    gpu_fraction: float = 0.9,
+) -> Plan:
+    """Place every tier, in tier order (the always-on small tiers first). Each takes the first
+    device, by measured speed or else by preference, that can run it and has room beside the tiers
+    already placed; failing that, the first where it fits alone (it then loads on demand, unloading
+    the least recently used tier); failing that, it is reported as fitting nowhere."""
+    measured = {(m.tier, m.device): m for m in measurements or []}
+    budget = _Budget(inventory, system_budget, gpu_fraction)
+    loaded: dict[tuple[str, str], str] = {}  # (model, device name) -> the tier that loaded it
+    npu_model: dict[str, str] = {}  # NPU device name -> the one model it hosts
+    placements = []
+    for demand in demands:
+        candidates = [
+            device
+            for kind in _order(demand, measured)
+            for device in inventory.of_kind(kind)
+            if kind in demand.weight_bytes
+        ]
+        refusals = [
+            f"{kind.upper()}: {why}" for kind, why in demand.missing.items() if inventory.of_kind(kind)
+        ]
+        usable = []
+        for device in candidates:
+            if device.kind == "npu" and npu_model.get(device.name, demand.model) != demand.model:
+                refusals.append(
+                    f"{device.name}: already hosts {npu_model[device.name]} (one request at a time)"
+                )
+            else:
+                usable.append(device)
+
+        def need(device: Device, demand: TierDemand = demand) -> int:
+            return demand.weight_bytes[device.kind] + demand.kv_bytes
+
+        def pool_size(device: Device) -> int:
+            return system_budget if device.shares_system_memory else int(device.memory_bytes * gpu_fraction)
+
+        resident = [
+            d for d in usable if (demand.model, d.name) in loaded or need(d) <= budget.left[budget.pool(d)]
+        ]
+        alone = [d for d in usable if need(d) <= pool_size(d)]
+        for device in usable:
+            if device not in resident and device in alone:
+                left = budget.left[budget.pool(device)]
+                refusals.append(
+                    f"{device.name}: needs {_gb(need(device))}, {_gb(left)} left beside the tiers above"
+                )
+        fallback_devices = [d.name for d in alone]
+        ollama = (OLLAMA,) if demand.ollama else ()
+        if not alone:
+            smallest = min((need(d) for d in candidates), default=0)
+            reason = f"fits nowhere: needs {_gb(smallest)} (weights + KV cache at {demand.context} tokens)"
+            if refusals:
+                reason += "; " + "; ".join(refusals)
+            placements.append(TierPlacement(demand.tier, demand.model, None, 0, reason + ".", ollama, False))
+            continue
+        chosen = resident[0] if resident else alone[0]
+        shared_with = loaded.get((demand.model, chosen.name))
+        if resident and shared_with is None:
+            budget.left[budget.pool(chosen)] -= need(chosen)
+            loaded[(demand.model, chosen.name)] = demand.tier
+        if chosen.kind == "npu":
+            npu_model[chosen.name] = demand.model
+        order = _order(demand, measured)
+        earlier = order[: order.index(chosen.kind)]
+        # Only what stood before the chosen device in the order explains the choice.
+        passed = [r for r in refusals if r.split(":")[0].split(".")[0].lower() in earlier]
+        passed += [f"no {kind.upper()} on this machine" for kind in earlier if not inventory.of_kind(kind)]
+        reason = _reason(demand, chosen, measured, shared_with, passed)
+        if not resident:
+            reason += (
+                " Does not fit beside the tiers above: loads on demand, unloading the least recently used."
+            )
+        placements.append(
+            TierPlacement(
+                demand.tier,
+                demand.model,
+                chosen.name,
+                need(chosen),
+                reason,
+                tuple(name for name in fallback_devices if name != chosen.name) + ollama,
+                bool(resident),
+            )
+        )
+    return Plan(
+        inventory, tuple(placements), system_budget, system_budget - budget.left["system"], bool(measured)
+    )
+
+
+def _order(demand: TierDemand, measured: dict[tuple[str, DeviceKind], Measurement]) -> list[DeviceKind]:
+    preference = list(PREFERENCES.get(demand.tier, ("gpu", "cpu", "npu")))
+    speeds = {
+        kind: measured[(demand.tier, kind)].tokens_per_second
+        for kind in preference
+        if (demand.tier, kind) in measured
+    }
+    by_speed = sorted(speeds, key=lambda kind: -speeds[kind])
+    return by_speed + [kind for kind in preference if kind not in speeds]
+
+
+def _reason(
+    demand: TierDemand,
+    device: Device,
+    measured: dict[tuple[str, DeviceKind], Measurement],
+    shared_with: str | None,
+    refusals: list[str],
+) -> str:
+    mine = measured.get((demand.tier, device.kind))
+    if mine is not None:
+        others = [
+            f"{m.tokens_per_second:.1f} on {m.device.upper()}"
+            for (tier, kind), m in measured.items()
+            if tier == demand.tier and kind != device.kind
+        ]
+        reason = f"measured fastest here: {mine.tokens_per_second:.1f} tokens/s"
+        if others:
+            reason += " (vs " + ", ".join(others) + ")"
+    else:
+        reason = WHY_PREFERRED.get(demand.tier, "built-in preference")
+    if shared_with is not None:
+        reason += f"; shares the model loaded for tier {shared_with}"
+    if refusals:
+        reason += "; passed over: " + "; ".join(refusals)
+    return reason + "."
