@@ -10,7 +10,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from npu_engine.backends.openvino_genai import DecodingMode, OpenVinoPipelineFactory, PipelineSpec
+from npu_engine.backends.openvino_genai import (
+    BatchingLimits,
+    DecodingMode,
+    OpenVinoPipelineFactory,
+    PipelineSpec,
+)
 from npu_engine.backends.remote import OllamaBackend, OpenAICompatibleBackend, ollama_base_url
 from npu_engine.catalog import Catalog, load_catalog
 from npu_engine.demands import manifest_for, tier_demands
@@ -264,6 +269,10 @@ class Engine:
                 f"(npu-convert tier {tier} --profile {self.profile.name} --device {device.kind})"
             )
         mode, draft_manifest = self._decoding(decoding, device, draft, manifests)
+        # Memory as the scheduler counts it: weights (with the draft's) plus the KV cache at the
+        # tier's planned context, which also sizes the batching pipeline's shared cache.
+        kv = self.catalog.model(model).kv_bytes_per_token * self.profile.tier(tier).context
+        size = manifest.size + (draft_manifest.size if draft_manifest else 0) + kv
         spec = PipelineSpec(
             model_path=self.store.path(manifest.name),
             device=device.name,
@@ -273,12 +282,8 @@ class Engine:
             emulate_npu=self.emulate_npu and device.kind == "npu",
             mode=mode,
             draft_path=self.store.path(draft_manifest.name) if draft_manifest else None,
+            batching=BatchingLimits(max_sequences=self.pool.max_waiting, cache_bytes=kv * 2),
         )
-        # Memory as the scheduler counts it: weights (with the draft's) plus the KV cache at the
-        # tier's planned context.
-        spec_tier = self.profile.tier(tier)
-        kv = self.catalog.model(model).kv_bytes_per_token * spec_tier.context
-        size = manifest.size + (draft_manifest.size if draft_manifest else 0) + kv
         with self.pool.use((manifest.name, device.name, mode), spec, size) as (pipeline, load_seconds):
             if device.kind == "npu":
                 prompt_tokens = pipeline.count_prompt_tokens(messages)

@@ -16,6 +16,7 @@ PipelineKey = tuple[str, str, str]  # (model, device, decoding mode)
 
 class Pipeline(Protocol):
     load_seconds: float
+    concurrent: bool  # True when callers may generate at once (continuous batching)
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int: ...
 
@@ -26,11 +27,13 @@ class Pipeline(Protocol):
 
 @dataclass
 class _Slot:
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # loading and unloading
+    run: threading.Lock = field(default_factory=threading.Lock)  # one caller at a time, unless concurrent
     pipeline: Pipeline | None = None
     size: int = 0
     last_used: float = 0.0
-    waiting: int = 0
+    waiting: int = 0  # callers queued or generating
+    active: int = 0  # callers generating; never unloaded while above 0
 
 
 class PipelinePool:
@@ -45,21 +48,22 @@ class PipelinePool:
         self._factory = factory
         self._budget = budget_bytes
         self.keep_alive_seconds = keep_alive_seconds
-        self._max_waiting = max_waiting
+        self.max_waiting = max_waiting
         self._clock = clock
         self._slots: dict[PipelineKey, _Slot] = {}
         self._guard = threading.Lock()
 
     @contextmanager
     def use(self, key: PipelineKey, spec: Any, size: int) -> Iterator[tuple[Pipeline, float]]:
-        """The pipeline for `key`, loaded from `spec` if needed, held exclusively inside the block.
+        """The pipeline for `key`, loaded from `spec` if needed, held for the block: exclusively,
+        unless it batches concurrent callers itself.
 
         Yields the pipeline and the seconds spent loading it (0 when it was loaded already).
-        Raises EngineBusyError when `max_waiting` callers already queue for it.
+        Raises EngineBusyError when `max_waiting` callers are already queued or generating on it.
         """
         with self._guard:
             slot = self._slots.setdefault(key, _Slot())
-            if slot.waiting >= self._max_waiting:
+            if slot.waiting >= self.max_waiting:
                 raise EngineBusyError(
                     f"{key[0]} on {key[1]} has {slot.waiting} requests queued; try again shortly"
                 )
@@ -73,9 +77,18 @@ class PipelinePool:
                     slot.pipeline = self._factory(spec)
                     slot.size = size
                     load_seconds = slot.pipeline.load_seconds
-                try:
-                    yield slot.pipeline, load_seconds
-                finally:
+                pipeline = slot.pipeline
+                with self._guard:
+                    slot.active += 1
+            try:
+                if pipeline.concurrent:
+                    yield pipeline, load_seconds
+                else:
+                    with slot.run:
+                        yield pipeline, load_seconds
+            finally:
+                with self._guard:
+                    slot.active -= 1
                     slot.last_used = self._clock()
         finally:
             with self._guard:
@@ -119,8 +132,11 @@ class PipelinePool:
         for key, slot in candidates:
             if doomed(key, slot) and slot.lock.acquire(blocking=False):
                 try:
-                    slot.pipeline = None
-                    dropped.append(key)
+                    with self._guard:
+                        idle = slot.active == 0
+                    if idle:
+                        slot.pipeline = None
+                        dropped.append(key)
                 finally:
                     slot.lock.release()
         return dropped

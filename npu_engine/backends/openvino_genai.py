@@ -15,6 +15,16 @@ NPU_ON_CPU = {"NPU_USE_NPUW": "YES", "NPUW_DEVICES": "CPU", "NPUW_ONLINE_PIPELIN
 DecodingMode = Literal["plain", "speculative", "prompt_lookup"]
 ASSISTANT_TOKENS = 5
 LOOKUP_NGRAM = 3
+GB = 1 << 30
+
+
+@dataclass(frozen=True)
+class BatchingLimits:
+    """How many sequences decode together, and how much KV cache they share."""
+
+    max_sequences: int = 8
+    cache_bytes: int = GB
+    max_batched_tokens: int = 2048
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,7 @@ class PipelineSpec:
     emulate_npu: bool = False
     mode: DecodingMode = "plain"
     draft_path: Path | None = None
+    batching: BatchingLimits | None = None
 
     def properties(self) -> dict[str, Any]:
         props: dict[str, Any] = {}
@@ -42,8 +53,29 @@ class PipelineSpec:
         return props
 
 
+def generation_config(genai: Any, options: SamplingOptions, mode: DecodingMode) -> Any:
+    """The GenerationConfig for `options` and a decoding mode."""
+    config = genai.GenerationConfig(max_new_tokens=options.max_new_tokens)
+    if options.temperature > 0:
+        config.do_sample = True
+        config.temperature = options.temperature
+        config.top_p = options.top_p
+        if options.seed is not None:
+            config.rng_seed = options.seed
+    if options.stop:
+        config.stop_strings = set(options.stop)
+        config.include_stop_str_in_output = False
+    if mode != "plain":
+        config.num_assistant_tokens = ASSISTANT_TOKENS
+    if mode == "prompt_lookup":
+        config.max_ngram_size = LOOKUP_NGRAM
+    return config
+
+
 class OpenVinoPipeline:
     """One loaded LLMPipeline. Not re-entrant: callers serialize their calls."""
+
+    concurrent = False
 
     def __init__(self, spec: PipelineSpec) -> None:
         import openvino_genai
@@ -72,20 +104,7 @@ class OpenVinoPipeline:
     def generate(
         self, messages: Sequence[Message], options: SamplingOptions, on_text: TextSink | None = None
     ) -> RawGeneration:
-        config = self._genai.GenerationConfig(max_new_tokens=options.max_new_tokens)
-        if options.temperature > 0:
-            config.do_sample = True
-            config.temperature = options.temperature
-            config.top_p = options.top_p
-            if options.seed is not None:
-                config.rng_seed = options.seed
-        if options.stop:
-            config.stop_strings = set(options.stop)
-            config.include_stop_str_in_output = False
-        if self.spec.mode != "plain":
-            config.num_assistant_tokens = ASSISTANT_TOKENS
-        if self.spec.mode == "prompt_lookup":
-            config.max_ngram_size = LOOKUP_NGRAM
+        config = generation_config(self._genai, options, self.spec.mode)
         cancelled = False
 
         def stream(text: str) -> Any:
@@ -110,7 +129,16 @@ class OpenVinoPipeline:
 
 
 class OpenVinoPipelineFactory:
-    """The default pipeline factory; the engine takes any callable of the same shape."""
+    """The default pipeline factory; the engine takes any callable of the same shape.
 
-    def __call__(self, spec: PipelineSpec) -> OpenVinoPipeline:
+    Plain decoding on the CPU or GPU gets a continuous-batching pipeline, so concurrent requests
+    decode together; the NPU (static shapes, one request at a time) and the speculative and
+    prompt-lookup modes get an LLMPipeline whose callers queue.
+    """
+
+    def __call__(self, spec: PipelineSpec) -> Any:
+        if spec.batching is not None and spec.mode == "plain" and not spec.device.startswith("NPU"):
+            from npu_engine.backends.batching import BatchingPipeline
+
+            return BatchingPipeline(spec, spec.batching)
         return OpenVinoPipeline(spec)

@@ -14,20 +14,25 @@ import httpx
 from npu_engine.errors import NetworkError
 from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink
 
-DEFAULT_OLLAMA = "http://127.0.0.1:11434"
-
 
 def ollama_base_url(host: str | None) -> str:
-    """`OLLAMA_HOST` as Ollama reads it: `host`, `host:port` or a URL; the default is 127.0.0.1:11434."""
-    if not host:
-        return DEFAULT_OLLAMA
-    if "://" not in host:
-        host = f"http://{host}"
-    scheme, rest = host.split("://", 1)
-    rest = rest.rstrip("/")
-    if ":" not in rest.split("/")[0]:
-        rest = rest.split("/")[0] + ":11434" + rest[len(rest.split("/")[0]) :]
-    return f"{scheme}://{rest}"
+    """`OLLAMA_HOST` read as Ollama reads it: `host[:port]` is http on port 11434 by default, an
+    explicit `http://` or `https://` defaults to port 80 or 443, and nothing means 127.0.0.1:11434."""
+    value = (host or "").strip()
+    scheme, found, hostport = value.partition("://")
+    if not found:
+        scheme, hostport, port = "http", value, "11434"
+    else:
+        port = "443" if scheme == "https" else "80"
+    hostport = hostport.rstrip("/")
+    if hostport.startswith("["):  # an IPv6 literal, with or without a port
+        literal, _, rest = hostport.partition("]")
+        given = rest[1:] if rest.startswith(":") and rest[1:].isdigit() else port
+        return f"{scheme}://{literal}]:{given}"
+    name, colon, given = hostport.rpartition(":")
+    if colon and given.isdigit() and ":" not in name:
+        return f"{scheme}://{name or '127.0.0.1'}:{given}"
+    return f"{scheme}://{hostport or '127.0.0.1'}:{port}"
 
 
 class _Timer:
