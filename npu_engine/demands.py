@@ -3,15 +3,19 @@
 from npu_engine.catalog import Catalog, Profile
 from npu_engine.devices import DEVICE_KINDS, DeviceKind
 from npu_engine.manifest import Manifest
-from npu_engine.recipes import RecipeBook
+from npu_engine.recipes import RecipeBook, load_recipe_book
 from npu_engine.scheduler import TierDemand
 
 
-def manifest_for(manifests: list[Manifest], model: str, kind: DeviceKind) -> Manifest | None:
+def manifest_for(
+    manifests: list[Manifest], model: str, kind: DeviceKind, recipes: RecipeBook | None = None
+) -> Manifest | None:
     """The converted model to run `model` on a device of `kind`: one whose recipe is valid there,
-    preferring one converted for that kind, then the smallest."""
+    preferring one converted for that kind, then the kind's default recipe (the one chosen not to
+    lose correctness), then the smallest."""
+    book = recipes or load_recipe_book()
     fitting = [m for m in manifests if m.model == model and kind in m.recipe.devices]
-    fitting.sort(key=lambda m: (m.device != kind, m.size))
+    fitting.sort(key=lambda m: (m.device != kind, m.recipe != book.default_for(kind, m.parameters), m.size))
     return fitting[0] if fitting else None
 
 
@@ -29,7 +33,7 @@ def tier_demands(
         missing: dict[DeviceKind, str] = {}
         for kind in DEVICE_KINDS:
             if converted:
-                manifest = manifest_for(converted, model.name, kind)
+                manifest = manifest_for(converted, model.name, kind, recipes)
                 if manifest is None:
                     missing[kind] = f"not converted for it (npu-convert tier {spec.tier} --device {kind})"
                 else:

@@ -19,6 +19,7 @@ from npu_engine.backends.openvino_genai import (
 from npu_engine.backends.remote import OllamaBackend, OpenAICompatibleBackend, ollama_base_url
 from npu_engine.catalog import Catalog, load_catalog
 from npu_engine.demands import manifest_for, tier_demands
+from npu_engine.device_profile import profile_path, read_profile
 from npu_engine.devices import Device, Inventory, discover
 from npu_engine.errors import EngineBusyError, GenerationError, NetworkError, NpuEngineError, UserInputError
 from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink, as_messages
@@ -95,7 +96,7 @@ class Engine:
         pipeline_factory: Callable[[Any], Pipeline] | None = None,
         emulate_npu: bool = False,
         memory_budget: int | None = None,
-        measurements: Sequence[Measurement] = (),
+        measurements: Sequence[Measurement] | None = None,
         remotes: dict[str, RemoteTarget] | None = None,
         keep_alive_seconds: float = 300.0,
         max_waiting: int = 8,
@@ -115,6 +116,9 @@ class Engine:
             )
         self.inventory = inventory
         self.memory_budget = memory_budget or default_budget(inventory)
+        if measurements is None:
+            measured = read_profile(profile_path(self.store.root))
+            measurements = measured.measurements if measured else ()
         self.measurements = list(measurements)
         if remotes is None:
             ollama = OllamaBackend(ollama_base_url(ollama_host()))
@@ -268,7 +272,7 @@ class Engine:
                 f"{model} is not converted for {device.kind.upper()} "
                 f"(npu-convert tier {tier} --profile {self.profile.name} --device {device.kind})"
             )
-        mode, draft_manifest = self._decoding(decoding, device, draft, manifests)
+        mode, draft_manifest = self._decoding(decoding, tier, device, draft, manifests)
         # Memory as the scheduler counts it: weights (with the draft's) plus the KV cache at the
         # tier's planned context, which also sizes the batching pipeline's shared cache.
         kv = self.catalog.model(model).kv_bytes_per_token * self.profile.tier(tier).context
@@ -301,9 +305,11 @@ class Engine:
         return self._result(raw, tier, manifest.name, label, mode, load_seconds, steps)
 
     def _decoding(
-        self, decoding: Decoding, device: Device, draft: str | None, manifests: list[Manifest]
+        self, decoding: Decoding, tier: str, device: Device, draft: str | None, manifests: list[Manifest]
     ) -> tuple[DecodingMode, Manifest | None]:
         draft_manifest = manifest_for(manifests, draft, device.kind) if draft else None
+        if decoding == "auto":
+            decoding = self._fastest_mode(tier, device, draft_manifest is not None)
         if decoding == "speculative":
             if draft_manifest is None or device.kind == "npu":
                 raise UserInputError(
@@ -315,6 +321,20 @@ class Engine:
                 raise UserInputError("prompt-lookup decoding is not available on the NPU")
             return "prompt_lookup", None
         return "plain", None
+
+    def _fastest_mode(self, tier: str, device: Device, has_draft: bool) -> Decoding:
+        """`auto`: the mode measured fastest for this tier and device kind; plain when unmeasured.
+
+        Prompt lookup pays only when the answer repeats the prompt, so only a request (or the
+        router) asks for it; `auto` chooses between plain and speculative."""
+        usable = {"plain", "speculative"} if has_draft and device.kind != "npu" else {"plain"}
+        speeds = {
+            m.mode: m.tokens_per_second
+            for m in self.measurements
+            if m.tier == tier and m.device == device.kind and m.mode in usable
+        }
+        best = max(speeds, key=lambda mode: speeds[mode], default="plain")
+        return "speculative" if best == "speculative" else "plain"
 
     def _result(
         self,

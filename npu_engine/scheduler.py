@@ -47,12 +47,14 @@ class TierDemand:
 
 @dataclass(frozen=True)
 class Measurement:
-    """A device profile entry: a tier's measured decode speed and first-token time on a device kind."""
+    """A device profile entry: a tier's measured decode speed and first-token time on a device
+    kind, with one decoding mode (plain, speculative, prompt_lookup)."""
 
     tier: str
     device: DeviceKind
     tokens_per_second: float
     ttft_ms: float
+    mode: str = "plain"
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def plan(
     device, by measured speed or else by preference, that can run it and has room beside the tiers
     already placed; failing that, the first where it fits alone (it then loads on demand, unloading
     the least recently used tier); failing that, it is reported as fitting nowhere."""
-    measured = {(m.tier, m.device): m for m in measurements or []}
+    measured = best_by_device(measurements or [])
     budget = _Budget(inventory, system_budget, gpu_fraction)
     loaded: dict[tuple[str, str], str] = {}  # (model, device name) -> the tier that loaded it
     npu_model: dict[str, str] = {}  # NPU device name -> the one model it hosts
@@ -214,6 +216,16 @@ def plan(
     return Plan(
         inventory, tuple(placements), system_budget, system_budget - budget.left["system"], bool(measured)
     )
+
+
+def best_by_device(measurements: list[Measurement]) -> dict[tuple[str, DeviceKind], Measurement]:
+    """The fastest measurement of each (tier, device kind), whatever its decoding mode."""
+    best: dict[tuple[str, DeviceKind], Measurement] = {}
+    for m in measurements:
+        key = (m.tier, m.device)
+        if key not in best or m.tokens_per_second > best[key].tokens_per_second:
+            best[key] = m
+    return best
 
 
 def _order(demand: TierDemand, measured: dict[tuple[str, DeviceKind], Measurement]) -> list[DeviceKind]:
