@@ -27,7 +27,7 @@ from npu_engine.manifest import Manifest
 from npu_engine.pipelines import Pipeline, PipelinePool
 from npu_engine.recipes import load_recipe_book
 from npu_engine.scheduler import OLLAMA, Measurement, Plan, default_budget, plan
-from npu_engine.settings import engine_home, ollama_host
+from npu_engine.settings import engine_home, ollama_host, openai_fallback
 from npu_engine.store import ModelStore
 
 log = logging.getLogger("npu_engine")
@@ -123,6 +123,10 @@ class Engine:
         if remotes is None:
             ollama = OllamaBackend(ollama_base_url(ollama_host()))
             remotes = {OLLAMA: RemoteTarget(ollama, lambda model: self.catalog.model(model).ollama)}
+            configured = openai_fallback()
+            if configured is not None:
+                url, name, key = configured
+                remotes[OPENAI] = RemoteTarget(OpenAICompatibleBackend(url, key), lambda _model: name)
         self.remotes = remotes
         self.pool = PipelinePool(
             pipeline_factory or OpenVinoPipelineFactory(),

@@ -29,3 +29,12 @@ def catalog_profile() -> str:
 def ollama_host() -> str | None:
     """`$OLLAMA_HOST`, as Ollama itself reads it."""
     return os.environ.get("OLLAMA_HOST") or None
+
+
+def openai_fallback() -> tuple[str, str, str | None] | None:
+    """The OpenAI-compatible fallback, if configured: (`$NPU_ENGINE_OPENAI_URL`,
+    `$NPU_ENGINE_OPENAI_MODEL`, `$NPU_ENGINE_OPENAI_API_KEY`); None unless URL and model are set."""
+    url, model = os.environ.get("NPU_ENGINE_OPENAI_URL"), os.environ.get("NPU_ENGINE_OPENAI_MODEL")
+    if not url or not model:
+        return None
+    return url, model, os.environ.get("NPU_ENGINE_OPENAI_API_KEY") or None
