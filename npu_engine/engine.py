@@ -48,6 +48,7 @@ class GenerationMetrics:
     input_tokens: int
     output_tokens: int
     load_seconds: float
+    accepted_tokens: int | None = None  # speculative and prompt-lookup decoding only
 
 
 @dataclass(frozen=True)
@@ -364,6 +365,7 @@ class Engine:
                 raw.input_tokens,
                 raw.output_tokens,
                 load_seconds,
+                raw.accepted_tokens,
             ),
             fallback=tuple(steps),
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 from npu_engine.catalog import TIERS, load_catalog
 from npu_engine.cli_support import run_cli
 from npu_engine.demands import tier_demands
+from npu_engine.device_profile import profile_path, read_profile
 from npu_engine.devices import Inventory, discover, read_inventory
 from npu_engine.engine import Engine, GenerationResult
 from npu_engine.files import human_bytes
@@ -70,9 +71,13 @@ def _run(args: argparse.Namespace) -> int:
         inventory = read_inventory(args.inventory) if args.inventory else discover()
         catalog = load_catalog()
         store = ModelStore(engine_home())
+        # A described machine is planned from the catalog alone; this one from what is converted
+        # and measured here.
         manifests = [] if args.inventory else store.manifests()
+        measured = None if args.inventory else read_profile(profile_path(store.root))
         demands = tier_demands(catalog.profile(profile), catalog, manifests, load_recipe_book())
-        print(plan(inventory, demands, default_budget(inventory)).explain())
+        measurements = list(measured.measurements) if measured else []
+        print(plan(inventory, demands, default_budget(inventory), measurements).explain())
         return 0
     engine = Engine(profile=profile, emulate_npu=args.emulate_npu)
     if args.command == "run":
@@ -114,7 +119,13 @@ def _answer(engine: Engine, prompt: str | list[Message], args: argparse.Namespac
     print(
         f"[tier {result.tier} | model {result.model} | device {result.device} | {result.decoding} | "
         f"{m.tokens_per_second:.1f} tokens/s | first token {m.ttft_ms:.0f} ms | "
-        f"{m.input_tokens} in, {m.output_tokens} out | load {m.load_seconds:.1f}s | {result.finish_reason}]",
+        f"{m.input_tokens} in, {m.output_tokens} out"
+        + (
+            f" ({m.accepted_tokens} accepted from the draft or prompt)"
+            if m.accepted_tokens is not None
+            else ""
+        )
+        + f" | load {m.load_seconds:.1f}s | {result.finish_reason}]",
         file=sys.stderr,
     )
     return result

@@ -56,9 +56,7 @@ def quantization_config(recipe: Recipe, tokenizer_dir: Path) -> Any:
     if recipe.weight_format == "int8":
         return OVWeightQuantizationConfig(bits=8, sym=recipe.sym)
     options: dict[str, Any] = {}
-    if recipe.data_aware:
-        if recipe.calibration is None:
-            raise AssertionError(f"recipe {recipe.name} is data-aware but names no calibration set")
+    if recipe.calibration is not None:
         texts = calibration_texts(recipe.calibration)
         options = {
             "dataset": texts,

@@ -1,7 +1,7 @@
 """The request and result types shared by the engine and its backends."""
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 Message = dict[str, str]
 # Called with each new piece of text; returning True asks the backend to stop generating.
@@ -30,7 +30,7 @@ class RawGeneration:
     tpot_ms: float
     tokens_per_second: float
     finish_reason: str
-    extra: dict[str, float] = field(default_factory=dict)
+    accepted_tokens: int | None = None  # draft or prompt-lookup tokens the main model accepted
 
 
 def finish_reason(output_tokens: int, options: SamplingOptions, cancelled: bool = False) -> str:

@@ -39,7 +39,8 @@ class Recipe:
 
     @property
     def data_aware(self) -> bool:
-        return self.awq or self.scale_estimation or self.gptq
+        """Calibrated on a prompt set (AWQ, scale estimation, GPTQ, or sensitivity for a mixed ratio)."""
+        return self.calibration is not None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +86,7 @@ def load_recipe_book() -> RecipeBook:
     """Read `convert/recipes.json`."""
     raw = read_json("convert", "recipes.json")
     recipes = {name: Recipe.from_dict({"name": name, **body}) for name, body in raw["recipes"].items()}
+    # "measured" in recipes.json says why the defaults are what they are; it is for people.
     defaults = {
         device: [(rule.get("max_parameters"), rule["recipe"]) for rule in rules]
         for device, rules in raw["defaults"].items()

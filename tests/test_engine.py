@@ -300,6 +300,12 @@ def test_speculative_and_prompt_lookup_match_plain_greedy(engine: Engine) -> Non
     assert (speculative.decoding, lookup.decoding) == ("speculative", "prompt_lookup")
     assert speculative.text == plain.text
     assert lookup.text == plain.text
+    assert plain.metrics.accepted_tokens is None
+    # The draft is the main model itself here, so it is right nearly every time; the answer repeats
+    # the prompt's code, so lookup finds most tokens in it.
+    assert speculative.metrics.accepted_tokens is not None
+    assert speculative.metrics.accepted_tokens >= speculative.metrics.output_tokens // 2
+    assert lookup.metrics.accepted_tokens is not None and lookup.metrics.accepted_tokens > 0
 
 
 def test_speculative_needs_a_draft(engine: Engine) -> None:

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from npu_engine.answers import extract_code
+from npu_engine.backends.openvino_genai import OpenVinoPipeline, PipelineSpec
 from npu_engine.convert import ConvertRequest
 from npu_engine.devices import discover
 from npu_engine.engine import Engine
+from npu_engine.generation import SamplingOptions
 from npu_engine.manifest import Manifest
 from npu_engine.store import ModelStore
 from tests.conftest import PRIME_PROMPT, make_converter
@@ -62,12 +64,14 @@ def assert_correct_prime_function(answer: str, tmp_path: Path) -> None:
 
 def test_default_recipes(qwen_cpu: Manifest, qwen_npu: Manifest) -> None:
     assert (qwen_cpu.recipe.name, qwen_cpu.architecture) == ("int8", "qwen2")
-    assert (qwen_npu.recipe.name, qwen_npu.recipe.sym, qwen_npu.recipe.group_size) == (
-        "int4-sym-npu-awq",
+    npu = qwen_npu.recipe
+    assert (npu.name, npu.weight_format, npu.sym, npu.group_size, npu.ratio) == (
+        "int4-sym-npu",
+        "int4",
         True,
         128,
+        1.0,
     )
-    assert qwen_npu.recipe.awq and qwen_npu.recipe.scale_estimation
 
 
 def test_prime_on_cpu(cache_store: ModelStore, qwen_cpu: Manifest, tmp_path: Path) -> None:
@@ -117,3 +121,19 @@ def test_rebuilt_tokenizer_matches_transformers_qwen2_converter(
     for text in corpus:
         assert ours(text)["input_ids"] == reference(text)["input_ids"]
     assert ours.eos_token == "<|im_end|>"
+
+
+def test_speculative_decoding_keeps_the_greedy_answer(
+    cache_store: ModelStore, qwen_cpu: Manifest, qwen_npu: Manifest
+) -> None:
+    """A real coder model drafted by a smaller-precision copy of itself (same tokenizer, as the
+    0.5B drafts for the 1.5B): speculative greedy decoding must give the plain greedy text."""
+    messages = [{"role": "user", "content": PRIME_PROMPT}]
+    options = SamplingOptions(max_new_tokens=96)
+    main = cache_store.path(qwen_cpu.name)
+    plain = OpenVinoPipeline(PipelineSpec(main, "CPU")).generate(messages, options)
+    draft = cache_store.path(qwen_npu.name)
+    speculative = OpenVinoPipeline(PipelineSpec(main, "CPU", mode="speculative", draft_path=draft))
+    result = speculative.generate(messages, options)
+    assert result.text == plain.text
+    assert result.accepted_tokens is not None and result.accepted_tokens > result.output_tokens // 2

@@ -117,6 +117,12 @@ class OpenVinoPipeline:
         result = self._pipeline.generate(self._genai.ChatHistory(list(messages)), config, stream)
         metrics = result.perf_metrics
         output_tokens = int(metrics.get_num_generated_tokens())
+        accepted = None
+        if self.spec.mode == "speculative" and result.extended_perf_metrics is not None:
+            accepted = int(result.extended_perf_metrics.get_num_accepted_tokens())
+        elif self.spec.mode == "prompt_lookup":
+            # Each main-model step emits its own token plus the lookup tokens it accepted.
+            accepted = output_tokens - len(metrics.raw_metrics.m_batch_sizes)
         return RawGeneration(
             text=result.texts[0],
             input_tokens=int(metrics.get_num_input_tokens()),
@@ -125,6 +131,7 @@ class OpenVinoPipeline:
             tpot_ms=float(metrics.get_tpot().mean),
             tokens_per_second=float(metrics.get_throughput().mean),
             finish_reason=finish_reason(output_tokens, options, cancelled),
+            accepted_tokens=accepted,
         )
 
 
