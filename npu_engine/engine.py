@@ -143,15 +143,16 @@ class Engine:
 
     # -- planning -------------------------------------------------------------------------------
 
-    def plan(self) -> Plan:
-        """Where each tier runs now, given the converted models in the store."""
-        demands = tier_demands(self.profile, self.catalog, self.store.manifests(), load_recipe_book())
+    def plan(self, manifests: list[Manifest] | None = None) -> Plan:
+        """Where each tier runs now, given the converted models in the store (or `manifests`)."""
+        found = self.store.manifests() if manifests is None else manifests
+        demands = tier_demands(self.profile, self.catalog, found, load_recipe_book())
         return plan(self.inventory, demands, self.memory_budget, self.measurements)
 
-    def chain(self, tier: str) -> list[str]:
+    def chain(self, tier: str, manifests: list[Manifest] | None = None) -> list[str]:
         """The tier's device chain then its remote fallbacks, in order."""
         self.profile.tier(tier)
-        placement = self.plan().placement(tier)
+        placement = self.plan(manifests).placement(tier)
         steps = ([placement.device] if placement.device else []) + [
             s for s in placement.fallback if s != OLLAMA
         ]
@@ -183,9 +184,17 @@ class Engine:
         options = SamplingOptions(max_new_tokens, temperature, top_p, tuple(stop), seed)
         messages = as_messages(prompt)
         spec = self.profile.tier(tier)
-        manifests = [m for m in self.store.manifests() if m.model in (spec.model, spec.draft)]
+        every = self.store.manifests()
+        manifests = [m for m in every if m.model in (spec.model, spec.draft)]
         steps: list[FallbackStep] = []
-        for target in self.chain(tier):
+        streamed = False
+
+        def heard(text: str) -> bool | None:
+            nonlocal streamed
+            streamed = True
+            return on_text(text) if on_text is not None else None
+
+        for target in self.chain(tier, every):
             skip = self._recent_failure(target, spec.model)
             if skip:
                 steps.append(FallbackStep(target, f"skipped: failed {skip}"))
@@ -197,7 +206,7 @@ class Engine:
                     if not name:
                         steps.append(FallbackStep(target, f"no {target} model for {spec.model}"))
                         continue
-                    raw = remote.backend.generate(name, messages, options, on_text)
+                    raw = remote.backend.generate(name, messages, options, heard)
                     return self._result(raw, tier, f"{target}:{name}", target, "plain", 0.0, steps)
                 return self._local(
                     target,
@@ -207,7 +216,7 @@ class Engine:
                     messages,
                     options,
                     decoding,
-                    on_text,
+                    heard,
                     tier,
                     steps,
                 )
@@ -217,6 +226,12 @@ class Engine:
                 if isinstance(error, (UserInputError, EngineBusyError)):
                     raise
                 reason = " ".join(str(error).split())[:300] or type(error).__name__
+                if streamed:
+                    # The caller already holds part of this answer: another device would start over.
+                    self._remember_failure(target, spec.model, reason)
+                    raise GenerationError(
+                        f"{target} failed mid-answer for tier {tier!r}: {reason}"
+                    ) from error
                 log.warning("tier %s: %s failed, trying the next step: %s", tier, target, reason)
                 self._remember_failure(target, spec.model, reason)
                 steps.append(FallbackStep(target, f"failed: {reason}"))

@@ -10,8 +10,12 @@ from typing import Any
 
 
 @contextmanager
-def fake_ollama(models: dict[str, str]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """Serve `models` (tag -> reply text) and yield the base URL and the list of requests seen."""
+def fake_ollama(
+    models: dict[str, str], fail_after: int | None = None
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Serve `models` (tag -> reply text) and yield the base URL and the list of requests seen.
+    With `fail_after`, the stream breaks off with an error line after that many words, as Ollama
+    does when its runner dies mid-answer."""
     seen: list[dict[str, Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -37,6 +41,9 @@ def fake_ollama(models: dict[str, str]) -> Iterator[tuple[str, list[dict[str, An
             self.send_header("Content-Type", "application/x-ndjson")
             self.end_headers()
             for i, word in enumerate(words):
+                if fail_after is not None and i == fail_after:
+                    self.wfile.write(b'{"error":"llama runner process has terminated"}\n')
+                    return
                 piece = word if i == 0 else " " + word
                 line = {
                     "model": body["model"],

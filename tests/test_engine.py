@@ -268,6 +268,20 @@ def test_no_local_model_goes_to_ollama(tmp_path: Path, inventory: Inventory) -> 
     assert seen[0]["stream"] is True
 
 
+def test_a_failure_mid_answer_is_not_handed_over(tmp_path: Path, inventory: Inventory) -> None:
+    with fake_ollama({"smollm2:135m": "one two three four five"}, fail_after=2) as (url, _seen):
+        remotes = {
+            **ollama_remote(url),
+            "openai": RemoteTarget(OllamaBackend(url), lambda _model: "smollm2:135m"),
+        }
+        engine = Engine(store=ModelStore(tmp_path), profile="tiny", inventory=inventory, remotes=remotes)
+        pieces: list[str] = []
+        with pytest.raises(GenerationError, match="ollama failed mid-answer for tier 'code'.*runner process"):
+            engine.generate("count", tier="code", on_text=pieces.append)
+    # What the caller heard is the start of one answer, not two answers spliced together.
+    assert "".join(pieces) == "one two"
+
+
 def test_unreachable_ollama_names_the_host(tmp_path: Path, inventory: Inventory) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
