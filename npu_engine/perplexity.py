@@ -59,3 +59,34 @@ def code_nll(model_dir: Path, texts: list[str], window: int = 512) -> Perplexity
             total -= float(picked.sum())
             count += len(chunk) - 1
     return PerplexityResult(model_dir.name, count, total / count)
+
+
+def greedy_margins(model_dir: Path, prompt: str, continuation: str) -> list[float]:
+    """For each token of `continuation` after `prompt`, how far its logit sits below the best
+    logit at that position, from one full forward pass of the IR.
+
+    Greedy decoding picks the best token, so a greedy continuation scores 0 everywhere up to
+    floating-point noise; a lost, repeated or wrong token shows as a large margin.
+    """
+    import openvino as ov
+    import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations)
+
+    core = ov.Core()
+    tokenizer = core.compile_model(model_dir / "openvino_tokenizer.xml", "CPU")
+    model = core.compile_model(model_dir / "openvino_model.xml", "CPU")
+    prompt_ids = tokenizer([prompt])["input_ids"][0].astype(np.int64)
+    ids = tokenizer([prompt + continuation])["input_ids"][0].astype(np.int64)
+    request = model.create_infer_request()
+    request.reset_state()
+    logits = request.infer(
+        {
+            "input_ids": ids[None, :],
+            "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
+            "position_ids": np.arange(len(ids), dtype=np.int64)[None, :],
+            "beam_idx": np.zeros(1, dtype=np.int32),
+        }
+    )["logits"][0]
+    start = len(prompt_ids)
+    predicted = logits[start - 1 : len(ids) - 1]
+    chosen = predicted[np.arange(len(predicted)), ids[start:]]
+    return [float(m) for m in predicted.max(axis=-1) - chosen]

@@ -18,6 +18,7 @@ from npu_engine.devices import discover
 from npu_engine.engine import Engine
 from npu_engine.generation import SamplingOptions
 from npu_engine.manifest import Manifest
+from npu_engine.perplexity import greedy_margins
 from npu_engine.store import ModelStore
 from tests.conftest import PRIME_PROMPT, make_converter
 
@@ -75,15 +76,21 @@ def test_default_recipes(qwen_cpu: Manifest, qwen_npu: Manifest) -> None:
 
 
 def test_prime_on_cpu(cache_store: ModelStore, qwen_cpu: Manifest, tmp_path: Path) -> None:
-    cpu = [device for device in discover() if device.kind == "cpu"]
-    result = Engine(store=cache_store, profile="embedded", devices=cpu).generate(PRIME_PROMPT, tier="code")
+    engine = Engine(store=cache_store, profile="embedded", inventory=discover(), remotes={}, measurements=[])
+    result = engine.generate(PRIME_PROMPT, tier="code")
     assert (result.model, result.device) == (qwen_cpu.name, "CPU")
     assert_correct_prime_function(result.text, tmp_path)
 
 
 def test_prime_on_emulated_npu(cache_store: ModelStore, qwen_npu: Manifest, tmp_path: Path) -> None:
-    cpu = [device for device in discover() if device.kind == "cpu"]
-    engine = Engine(store=cache_store, profile="embedded", devices=cpu, emulate_npu=True)
+    engine = Engine(
+        store=cache_store,
+        profile="embedded",
+        inventory=discover(),
+        remotes={},
+        measurements=[],
+        emulate_npu=True,
+    )
     result = engine.generate(PRIME_PROMPT, tier="code")
     assert (result.model, result.device) == (qwen_npu.name, "NPU (emulated on CPU)")
     assert_correct_prime_function(result.text, tmp_path)
@@ -123,17 +130,33 @@ def test_rebuilt_tokenizer_matches_transformers_qwen2_converter(
     assert ours.eos_token == "<|im_end|>"
 
 
-def test_speculative_decoding_keeps_the_greedy_answer(
+NOISE = 0.1  # logits: how far below the best a token may sit and still count as a greedy choice
+
+
+def test_speculative_and_prompt_lookup_stay_greedy(
     cache_store: ModelStore, qwen_cpu: Manifest, qwen_npu: Manifest
 ) -> None:
-    """A real coder model drafted by a smaller-precision copy of itself (same tokenizer, as the
-    0.5B drafts for the 1.5B): speculative greedy decoding must give the plain greedy text."""
+    """Speculative (drafted by a lower-precision copy: same tokenizer, as the 0.5B drafts for the
+    1.5B) and prompt-lookup decoding verify several tokens per step, which can break an exact tie
+    the other way than one-token decoding does. Scored by one full forward pass of the main model,
+    every token they produce is its best token up to that noise, as plain decoding's are; a lost or
+    repeated token would sit tens of logits below the best."""
     messages = [{"role": "user", "content": PRIME_PROMPT}]
     options = SamplingOptions(max_new_tokens=96)
     main = cache_store.path(qwen_cpu.name)
-    plain = OpenVinoPipeline(PipelineSpec(main, "CPU")).generate(messages, options)
+    plain_pipeline = OpenVinoPipeline(PipelineSpec(main, "CPU"))
+    prompt = plain_pipeline.chat_prompt(messages)
+    plain = plain_pipeline.generate(messages, options)
     draft = cache_store.path(qwen_npu.name)
-    speculative = OpenVinoPipeline(PipelineSpec(main, "CPU", mode="speculative", draft_path=draft))
-    result = speculative.generate(messages, options)
-    assert result.text == plain.text
-    assert result.accepted_tokens is not None and result.accepted_tokens > result.output_tokens // 2
+    speculative = OpenVinoPipeline(PipelineSpec(main, "CPU", mode="speculative", draft_path=draft)).generate(
+        messages, options
+    )
+    lookup = OpenVinoPipeline(PipelineSpec(main, "CPU", mode="prompt_lookup")).generate(messages, options)
+    for result in (plain, speculative, lookup):
+        assert max(greedy_margins(main, prompt, result.text)) <= NOISE, result.text
+    assert (
+        speculative.accepted_tokens is not None
+        and speculative.accepted_tokens > speculative.output_tokens // 2
+    )
+    repeated = plain.text[:60] + plain.text[40:]
+    assert max(greedy_margins(main, prompt, repeated)) > 50 * NOISE

@@ -8,7 +8,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from npu_engine.backends.openvino_genai import GB, BatchingLimits, PipelineSpec, generation_config
+from npu_engine.backends.openvino_genai import (
+    GB,
+    BatchingLimits,
+    PipelineSpec,
+    chat_prompt,
+    count_tokens,
+    generation_config,
+)
 from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink, finish_reason
 
 
@@ -37,19 +44,17 @@ class BatchingPipeline:
         self._worker: threading.Thread | None = None
         self.load_seconds = time.monotonic() - started
 
-    def _prompt(self, messages: Sequence[Message]) -> str:
-        history = self._genai.ChatHistory(list(messages))
-        return str(self._tokenizer.apply_chat_template(history, add_generation_prompt=True))
+    def chat_prompt(self, messages: Sequence[Message]) -> str:
+        return chat_prompt(self._genai, self._tokenizer, messages)
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        encoded = self._tokenizer.encode(self._prompt(messages), add_special_tokens=False)
-        return int(encoded.input_ids.get_shape()[1])
+        return count_tokens(self._tokenizer, self.chat_prompt(messages))
 
     def generate(
         self, messages: Sequence[Message], options: SamplingOptions, on_text: TextSink | None = None
     ) -> RawGeneration:
-        prompt = self._prompt(messages)
-        prompt_tokens = int(self._tokenizer.encode(prompt, add_special_tokens=False).input_ids.get_shape()[1])
+        prompt = self.chat_prompt(messages)
+        prompt_tokens = count_tokens(self._tokenizer, prompt)
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
         started = time.perf_counter()
         with self._lock:

@@ -53,6 +53,15 @@ class PipelineSpec:
         return props
 
 
+def chat_prompt(genai: Any, tokenizer: Any, messages: Sequence[Message]) -> str:
+    """`messages` rendered by the model's own chat template, ready for the assistant's turn."""
+    return str(tokenizer.apply_chat_template(genai.ChatHistory(list(messages)), add_generation_prompt=True))
+
+
+def count_tokens(tokenizer: Any, text: str) -> int:
+    return int(tokenizer.encode(text, add_special_tokens=False).input_ids.get_shape()[1])
+
+
 def generation_config(genai: Any, options: SamplingOptions, mode: DecodingMode) -> Any:
     """The GenerationConfig for `options` and a decoding mode."""
     config = genai.GenerationConfig(max_new_tokens=options.max_new_tokens)
@@ -94,12 +103,13 @@ class OpenVinoPipeline:
         self._tokenizer = self._pipeline.get_tokenizer()
         self.load_seconds = time.monotonic() - started
 
+    def chat_prompt(self, messages: Sequence[Message]) -> str:
+        """The prompt text after the model's chat template, as the pipeline will see it."""
+        return chat_prompt(self._genai, self._tokenizer, messages)
+
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        """Tokens of the prompt after the chat template, as the pipeline will see it."""
-        text = self._tokenizer.apply_chat_template(
-            self._genai.ChatHistory(list(messages)), add_generation_prompt=True
-        )
-        return int(self._tokenizer.encode(text, add_special_tokens=False).input_ids.get_shape()[1])
+        """Tokens of the prompt after the chat template."""
+        return count_tokens(self._tokenizer, self.chat_prompt(messages))
 
     def generate(
         self, messages: Sequence[Message], options: SamplingOptions, on_text: TextSink | None = None
