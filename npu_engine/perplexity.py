@@ -23,6 +23,19 @@ class PerplexityResult:
         return float(np.exp(self.mean_nll))
 
 
+def _full_logits(model: Any, ids: Any) -> Any:
+    """Logits at every position of `ids`, from one forward pass of a stateful IR started fresh."""
+    request = model.create_infer_request()
+    request.reset_state()
+    inputs = {
+        "input_ids": ids[None, :],
+        "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
+        "position_ids": np.arange(len(ids), dtype=np.int64)[None, :],
+        "beam_idx": np.zeros(1, dtype=np.int32),
+    }
+    return request.infer(inputs)["logits"][0]
+
+
 def _log_softmax_pick(logits: Any, targets: Any) -> Any:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     log_norm = np.log(np.exp(shifted).sum(axis=-1))
@@ -44,17 +57,7 @@ def code_nll(model_dir: Path, texts: list[str], window: int = 512) -> Perplexity
             chunk = ids[start : start + window]
             if len(chunk) < 2:
                 continue
-            request = model.create_infer_request()
-            request.reset_state()
-            outputs = request.infer(
-                {
-                    "input_ids": chunk[None, :],
-                    "attention_mask": np.ones((1, len(chunk)), dtype=np.int64),
-                    "position_ids": np.arange(len(chunk), dtype=np.int64)[None, :],
-                    "beam_idx": np.zeros(1, dtype=np.int32),
-                }
-            )
-            logits = outputs["logits"][0].astype(np.float64)
+            logits = _full_logits(model, chunk).astype(np.float64)
             picked = _log_softmax_pick(logits[:-1], chunk[1:])
             total -= float(picked.sum())
             count += len(chunk) - 1
@@ -76,16 +79,7 @@ def greedy_margins(model_dir: Path, prompt: str, continuation: str) -> list[floa
     model = core.compile_model(model_dir / "openvino_model.xml", "CPU")
     prompt_ids = tokenizer([prompt])["input_ids"][0].astype(np.int64)
     ids = tokenizer([prompt + continuation])["input_ids"][0].astype(np.int64)
-    request = model.create_infer_request()
-    request.reset_state()
-    logits = request.infer(
-        {
-            "input_ids": ids[None, :],
-            "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
-            "position_ids": np.arange(len(ids), dtype=np.int64)[None, :],
-            "beam_idx": np.zeros(1, dtype=np.int32),
-        }
-    )["logits"][0]
+    logits = _full_logits(model, ids)
     start = len(prompt_ids)
     predicted = logits[start - 1 : len(ids) - 1]
     chosen = predicted[np.arange(len(predicted)), ids[start:]]
