@@ -80,6 +80,22 @@ def test_generate_on_cpu(engine: Engine, smollm_cpu: Manifest) -> None:
     assert again.metrics.load_seconds == 0.0  # the pipeline stays loaded
 
 
+def test_compiled_models_are_cached_in_the_store(
+    tmp_path: Path, smollm_cpu: Manifest, cache_store: ModelStore
+) -> None:
+    store = ModelStore(tmp_path)
+    store.models_dir.mkdir(parents=True)
+    (store.models_dir / smollm_cpu.name).symlink_to(cache_store.path(smollm_cpu.name))
+    first = Engine(store=store, profile="tiny", inventory=discover(), remotes={}).generate(
+        "hi", max_new_tokens=2
+    )
+    assert list(store.cache_dir.glob("*.blob"))  # the next start imports instead of compiling
+    second = Engine(store=store, profile="tiny", inventory=discover(), remotes={}).generate(
+        "hi", max_new_tokens=2
+    )
+    assert second.text == first.text
+
+
 def test_chat_messages_and_stop_strings(engine: Engine) -> None:
     messages = [
         {"role": "system", "content": "You answer with one word."},
