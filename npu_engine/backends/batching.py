@@ -11,15 +11,15 @@ from typing import Any
 from npu_engine.backends.openvino_genai import (
     GB,
     BatchingLimits,
+    ChatPrompting,
     PipelineSpec,
-    chat_prompt,
     count_tokens,
     generation_config,
 )
 from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink, finish_reason
 
 
-class BatchingPipeline:
+class BatchingPipeline(ChatPrompting):
     """Thread-safe: every caller's `generate` joins the running batch."""
 
     concurrent = True
@@ -43,12 +43,6 @@ class BatchingPipeline:
         self._inflight: dict[int, tuple[Any, queue.Queue[tuple[str, Any]]]] = {}
         self._worker: threading.Thread | None = None
         self.load_seconds = time.monotonic() - started
-
-    def chat_prompt(self, messages: Sequence[Message]) -> str:
-        return chat_prompt(self._genai, self._tokenizer, messages)
-
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        return count_tokens(self._tokenizer, self.chat_prompt(messages))
 
     def generate(
         self, messages: Sequence[Message], options: SamplingOptions, on_text: TextSink | None = None

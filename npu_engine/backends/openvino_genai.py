@@ -81,7 +81,22 @@ def generation_config(genai: Any, options: SamplingOptions, mode: DecodingMode) 
     return config
 
 
-class OpenVinoPipeline:
+class ChatPrompting:
+    """Chat-template rendering and prompt counting for pipelines holding `_genai` and `_tokenizer`."""
+
+    _genai: Any
+    _tokenizer: Any
+
+    def chat_prompt(self, messages: Sequence[Message]) -> str:
+        """The prompt text after the model's chat template, as the pipeline will see it."""
+        return chat_prompt(self._genai, self._tokenizer, messages)
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
+        """Tokens of the prompt after the chat template."""
+        return count_tokens(self._tokenizer, self.chat_prompt(messages))
+
+
+class OpenVinoPipeline(ChatPrompting):
     """One loaded LLMPipeline. Not re-entrant: callers serialize their calls."""
 
     concurrent = False
@@ -102,14 +117,6 @@ class OpenVinoPipeline:
         self._pipeline = openvino_genai.LLMPipeline(str(spec.model_path), spec.device, **props)
         self._tokenizer = self._pipeline.get_tokenizer()
         self.load_seconds = time.monotonic() - started
-
-    def chat_prompt(self, messages: Sequence[Message]) -> str:
-        """The prompt text after the model's chat template, as the pipeline will see it."""
-        return chat_prompt(self._genai, self._tokenizer, messages)
-
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        """Tokens of the prompt after the chat template."""
-        return count_tokens(self._tokenizer, self.chat_prompt(messages))
 
     def generate(
         self, messages: Sequence[Message], options: SamplingOptions, on_text: TextSink | None = None

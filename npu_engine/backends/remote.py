@@ -35,6 +35,16 @@ def ollama_base_url(host: str | None) -> str:
     return f"{scheme}://{hostport or '127.0.0.1'}:{port}"
 
 
+def _sampling(options: SamplingOptions) -> dict[str, Any]:
+    """The sampling fields Ollama's options and OpenAI's request body name alike."""
+    fields: dict[str, Any] = {"temperature": options.temperature, "top_p": options.top_p}
+    if options.stop:
+        fields["stop"] = list(options.stop)
+    if options.seed is not None:
+        fields["seed"] = options.seed
+    return fields
+
+
 class _Timer:
     def __init__(self) -> None:
         self.start = time.perf_counter()
@@ -84,13 +94,7 @@ class OllamaBackend:
             "model": model,
             "messages": list(messages),
             "stream": True,
-            "options": {
-                "num_predict": options.max_new_tokens,
-                "temperature": options.temperature,
-                "top_p": options.top_p,
-                **({"stop": list(options.stop)} if options.stop else {}),
-                **({"seed": options.seed} if options.seed is not None else {}),
-            },
+            "options": {"num_predict": options.max_new_tokens, **_sampling(options)},
         }
         timer, parts, final = _Timer(), [], {}
         for line in self._lines("/api/chat", body):
@@ -165,10 +169,7 @@ class OpenAICompatibleBackend:
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": options.max_new_tokens,
-            "temperature": options.temperature,
-            "top_p": options.top_p,
-            **({"stop": list(options.stop)} if options.stop else {}),
-            **({"seed": options.seed} if options.seed is not None else {}),
+            **_sampling(options),
         }
         timer, parts, reason = _Timer(), [], "cancelled"
         usage: dict[str, Any] = {}
