@@ -3,19 +3,20 @@
 from npu_engine.catalog import Catalog, Profile
 from npu_engine.devices import DEVICE_KINDS, DeviceKind
 from npu_engine.manifest import Manifest
-from npu_engine.recipes import RecipeBook, load_recipe_book
+from npu_engine.recipes import RecipeBook
 from npu_engine.scheduler import TierDemand
 
 
 def manifest_for(
-    manifests: list[Manifest], model: str, kind: DeviceKind, recipes: RecipeBook | None = None
+    manifests: list[Manifest], model: str, kind: DeviceKind, recipes: RecipeBook
 ) -> Manifest | None:
     """The converted model to run `model` on a device of `kind`: one whose recipe is valid there,
     preferring one converted for that kind, then the kind's default recipe (the one chosen not to
     lose correctness), then the smallest."""
-    book = recipes or load_recipe_book()
     fitting = [m for m in manifests if m.model == model and kind in m.recipe.devices]
-    fitting.sort(key=lambda m: (m.device != kind, m.recipe != book.default_for(kind, m.parameters), m.size))
+    fitting.sort(
+        key=lambda m: (m.device != kind, m.recipe != recipes.default_for(kind, m.parameters), m.size)
+    )
     return fitting[0] if fitting else None
 
 

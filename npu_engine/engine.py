@@ -107,6 +107,7 @@ class Engine:
         self.store = store or ModelStore(engine_home())
         self.catalog = catalog or load_catalog()
         self.profile = self.catalog.profile(profile)
+        self.recipes = load_recipe_book()
         inventory = inventory or discover()
         self.emulate_npu = emulate_npu and not inventory.of_kind("npu")
         if self.emulate_npu:
@@ -146,7 +147,7 @@ class Engine:
     def plan(self, manifests: list[Manifest] | None = None) -> Plan:
         """Where each tier runs now, given the converted models in the store (or `manifests`)."""
         found = self.store.manifests() if manifests is None else manifests
-        demands = tier_demands(self.profile, self.catalog, found, load_recipe_book())
+        demands = tier_demands(self.profile, self.catalog, found, self.recipes)
         return plan(self.inventory, demands, self.memory_budget, self.measurements)
 
     def chain(self, tier: str, manifests: list[Manifest] | None = None) -> list[str]:
@@ -286,7 +287,7 @@ class Engine:
         steps: list[FallbackStep],
     ) -> GenerationResult:
         device = self.inventory.device(device_name)
-        manifest = manifest_for(manifests, model, device.kind)
+        manifest = manifest_for(manifests, model, device.kind, self.recipes)
         if manifest is None:
             raise _Skip(
                 f"{model} is not converted for {device.kind.upper()} "
@@ -327,7 +328,7 @@ class Engine:
     def _decoding(
         self, decoding: Decoding, tier: str, device: Device, draft: str | None, manifests: list[Manifest]
     ) -> tuple[DecodingMode, Manifest | None]:
-        draft_manifest = manifest_for(manifests, draft, device.kind) if draft else None
+        draft_manifest = manifest_for(manifests, draft, device.kind, self.recipes) if draft else None
         if decoding == "auto":
             decoding = self._fastest_mode(tier, device, draft_manifest is not None)
         if decoding == "speculative":

@@ -52,14 +52,6 @@ class Manifest:
     def size(self) -> int:
         return sum(entry.size for entry in self.files)
 
-    def same_conversion(self, other: "Manifest") -> bool:
-        """True when `other` was made from the same source bytes with the same recipe for the same device."""
-        return (self.source.digest, self.recipe, self.device) == (
-            other.source.digest,
-            other.recipe,
-            other.device,
-        )
-
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 

@@ -1,7 +1,7 @@
 """Conversion recipes: how weights are compressed for a device class, read from `convert/recipes.json`."""
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from npu_engine.data import read_json, read_lines
@@ -36,14 +36,6 @@ class Recipe:
     @property
     def bytes_per_weight(self) -> float:
         return BYTES_PER_WEIGHT[self.weight_format]
-
-    @property
-    def data_aware(self) -> bool:
-        """Calibrated on a prompt set (AWQ, scale estimation, GPTQ, or sensitivity for a mixed ratio)."""
-        return self.calibration is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Recipe":

@@ -9,13 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from npu_engine.backends.openvino_genai import (
-    GB,
     BatchingLimits,
     ChatPrompting,
     PipelineSpec,
     count_tokens,
     generation_config,
 )
+from npu_engine.devices import GB
 from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink, finish_reason
 
 

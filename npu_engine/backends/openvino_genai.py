@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from npu_engine.devices import GB
 from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink, finish_reason
 
 # The NPU plugin's NPUW path with CPU as its only device: runs the NPU pipeline (static shapes,
@@ -15,7 +16,6 @@ NPU_ON_CPU = {"NPU_USE_NPUW": "YES", "NPUW_DEVICES": "CPU", "NPUW_ONLINE_PIPELIN
 DecodingMode = Literal["plain", "speculative", "prompt_lookup"]
 ASSISTANT_TOKENS = 5
 LOOKUP_NGRAM = 3
-GB = 1 << 30
 
 
 @dataclass(frozen=True)
