@@ -62,6 +62,20 @@ class _Timer:
     def decode_seconds(self) -> float:
         return time.perf_counter() - (self.first or self.start)
 
+    def result(
+        self, parts: list[str], input_tokens: int, output_tokens: int, decode_seconds: float, reason: str
+    ) -> RawGeneration:
+        """The RawGeneration of a streamed answer, timed by this timer unless the server timed it."""
+        return RawGeneration(
+            text="".join(parts),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            ttft_ms=self.ttft_ms(),
+            tpot_ms=1000 * decode_seconds / max(output_tokens, 1),
+            tokens_per_second=output_tokens / decode_seconds if decode_seconds > 0 else 0.0,
+            finish_reason=reason,
+        )
+
 
 def _error_text(response: httpx.Response) -> str:
     try:
@@ -110,17 +124,13 @@ class OllamaBackend:
             if chunk.get("done"):
                 final = chunk
                 break
-        output_tokens = int(final.get("eval_count", timer.pieces))
-        eval_seconds = float(final.get("eval_duration", 0)) / 1e9 or timer.decode_seconds()
         reason = str(final.get("done_reason", "stop")) if final else "cancelled"
-        return RawGeneration(
-            text="".join(parts),
+        return timer.result(
+            parts,
             input_tokens=int(final.get("prompt_eval_count", 0)),
-            output_tokens=output_tokens,
-            ttft_ms=timer.ttft_ms(),
-            tpot_ms=1000 * eval_seconds / max(output_tokens, 1),
-            tokens_per_second=output_tokens / eval_seconds if eval_seconds > 0 else 0.0,
-            finish_reason="length" if reason == "length" else reason,
+            output_tokens=int(final.get("eval_count", timer.pieces)),
+            decode_seconds=float(final.get("eval_duration", 0)) / 1e9 or timer.decode_seconds(),
+            reason=reason,
         )
 
     def _lines(self, path: str, body: dict[str, Any]) -> Iterator[str]:
@@ -192,23 +202,17 @@ class OpenAICompatibleBackend:
                             timer.saw_text()
                             parts.append(text)
                             if on_text is not None and on_text(text):
-                                return self._result(parts, usage, timer, "cancelled")
+                                return _openai_result(parts, usage, timer, "cancelled")
                         if choice.get("finish_reason"):
                             reason = choice["finish_reason"]
         except httpx.TransportError as error:
             raise NetworkError(f"cannot reach {url}: {error or type(error).__name__}") from None
-        return self._result(parts, usage, timer, reason)
+        return _openai_result(parts, usage, timer, reason)
 
-    @staticmethod
-    def _result(parts: list[str], usage: dict[str, Any], timer: _Timer, reason: str) -> RawGeneration:
-        output_tokens = int(usage.get("completion_tokens", timer.pieces))
-        seconds = timer.decode_seconds()
-        return RawGeneration(
-            text="".join(parts),
-            input_tokens=int(usage.get("prompt_tokens", 0)),
-            output_tokens=output_tokens,
-            ttft_ms=timer.ttft_ms(),
-            tpot_ms=1000 * seconds / max(output_tokens, 1),
-            tokens_per_second=output_tokens / seconds if seconds > 0 else 0.0,
-            finish_reason=reason,
-        )
+
+def _openai_result(parts: list[str], usage: dict[str, Any], timer: _Timer, reason: str) -> RawGeneration:
+    # Servers that send no usage in streams (llama.cpp's) leave the streamed pieces to count.
+    output_tokens = int(usage.get("completion_tokens", timer.pieces))
+    return timer.result(
+        parts, int(usage.get("prompt_tokens", 0)), output_tokens, timer.decode_seconds(), reason
+    )
