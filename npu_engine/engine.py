@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from npu_engine.backends.openvino_genai import (
@@ -21,13 +21,21 @@ from npu_engine.catalog import Catalog, load_catalog
 from npu_engine.demands import manifest_for, tier_demands
 from npu_engine.device_profile import profile_path, read_profile
 from npu_engine.devices import Device, Inventory, discover
-from npu_engine.errors import EngineBusyError, GenerationError, NetworkError, NpuEngineError, UserInputError
+from npu_engine.errors import (
+    ContextLengthError,
+    EngineBusyError,
+    GenerationError,
+    NetworkError,
+    NpuEngineError,
+    UserInputError,
+)
 from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink, as_messages
 from npu_engine.manifest import Manifest
 from npu_engine.pipelines import Pipeline, PipelinePool
 from npu_engine.recipes import load_recipe_book
+from npu_engine.router import Route, Router, load_rules
 from npu_engine.scheduler import OLLAMA, Measurement, Plan, default_budget, plan
-from npu_engine.settings import engine_home, ollama_host, openai_fallback
+from npu_engine.settings import engine_home, ollama_host, openai_fallback, router_rules_path
 from npu_engine.store import ModelStore
 
 log = logging.getLogger("npu_engine")
@@ -69,6 +77,7 @@ class GenerationResult:
     decoding: str
     metrics: GenerationMetrics
     fallback: tuple[FallbackStep, ...] = ()
+    route: Route | None = None  # how the router chose the tier, for tier="auto"
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,11 @@ class Engine:
     None), the pipeline factory (OpenVINO GenAI when None) and the remote fallbacks (Ollama at
     `$OLLAMA_HOST` when None; pass {} for none). `emulate_npu` adds an NPU that runs through NPUW on
     the CPU, for machines without one: a correctness path, never a speed figure.
+
+    `continuous_batching` decodes concurrent plain requests on the CPU and GPU together in one
+    ContinuousBatchingPipeline instead of queueing them on an LLMPipeline. Off by default: OpenVINO
+    GenAI 2026.4's continuous batching keeps memory from every finished request (see
+    backends/batching.py), which a long-running server cannot afford.
     """
 
     def __init__(
@@ -103,6 +117,8 @@ class Engine:
         max_waiting: int = 8,
         failure_ttl_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        router: Router | None = None,
+        continuous_batching: bool = False,
     ) -> None:
         self.store = store or ModelStore(engine_home())
         self.catalog = catalog or load_catalog()
@@ -137,6 +153,8 @@ class Engine:
             max_waiting,
             clock,
         )
+        self.continuous_batching = continuous_batching
+        self.router = router or Router(load_rules(router_rules_path(self.store.root)), self.profile)
         self._failure_ttl = failure_ttl_seconds
         self._failures: dict[tuple[str, str], tuple[float, str]] = {}
         self._clock = clock
@@ -176,8 +194,42 @@ class Engine:
     ) -> GenerationResult:
         """Answer a prompt or chat messages with the tier's model; greedy unless temperature > 0.
 
-        `on_text` hears each piece of text as it is produced and may return True to stop.
+        `tier="auto"` lets the router choose the tier (and prompt lookup for edits, when `decoding`
+        is auto). `on_text` hears each piece of text as it is produced and may return True to stop.
         """
+        chosen: Route | None = None
+        if tier == "auto":
+            chosen = self.router.route(prompt)
+            tier = chosen.tier
+        # The router's prompt lookup is a preference: where it cannot run (the NPU), decode plainly.
+        lenient = chosen is not None and decoding == "auto" and chosen.strategy == "prompt_lookup"
+        result = self._generate(
+            prompt,
+            tier,
+            max_new_tokens,
+            temperature,
+            top_p,
+            stop,
+            seed,
+            "prompt_lookup" if lenient else decoding,
+            on_text,
+            lenient,
+        )
+        return replace(result, route=chosen) if chosen else result
+
+    def _generate(
+        self,
+        prompt: str | Sequence[Message],
+        tier: str,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        stop: Sequence[str],
+        seed: int | None,
+        decoding: Decoding,
+        on_text: TextSink | None,
+        lenient: bool = False,
+    ) -> GenerationResult:
         if max_new_tokens < 1:
             raise UserInputError("max_new_tokens must be at least 1")
         if not 0 <= temperature <= 2 or not 0 < top_p <= 1:
@@ -220,6 +272,7 @@ class Engine:
                     heard,
                     tier,
                     steps,
+                    lenient,
                 )
             except _Skip as skip_step:
                 steps.append(FallbackStep(target, str(skip_step)))
@@ -285,6 +338,7 @@ class Engine:
         on_text: TextSink | None,
         tier: str,
         steps: list[FallbackStep],
+        lenient: bool = False,
     ) -> GenerationResult:
         device = self.inventory.device(device_name)
         manifest = manifest_for(manifests, model, device.kind, self.recipes)
@@ -293,7 +347,7 @@ class Engine:
                 f"{model} is not converted for {device.kind.upper()} "
                 f"(npu-convert tier {tier} --profile {self.profile.name} --device {device.kind})"
             )
-        mode, draft_manifest = self._decoding(decoding, tier, device, draft, manifests)
+        mode, draft_manifest = self._decoding(decoding, tier, device, draft, manifests, lenient)
         # Memory as the scheduler counts it: weights (with the draft's) plus the KV cache at the
         # tier's planned context, which also sizes the batching pipeline's shared cache.
         kv = self.catalog.model(model).kv_bytes_per_token * self.profile.tier(tier).context
@@ -307,26 +361,38 @@ class Engine:
             emulate_npu=self.emulate_npu and device.kind == "npu",
             mode=mode,
             draft_path=self.store.path(draft_manifest.name) if draft_manifest else None,
-            batching=BatchingLimits(max_sequences=self.pool.max_waiting, cache_bytes=kv * 2),
+            batching=(
+                BatchingLimits(max_sequences=self.pool.max_waiting, cache_bytes=kv * 2)
+                if self.continuous_batching
+                else None
+            ),
         )
+        context = min(self.profile.tier(tier).context, manifest.context_length)
         with self.pool.use((manifest.name, device.name, mode), spec, size) as (pipeline, load_seconds):
-            if device.kind == "npu":
-                prompt_tokens = pipeline.count_prompt_tokens(messages)
-                if (
-                    prompt_tokens > NPU_MAX_PROMPT
-                    or prompt_tokens + options.max_new_tokens > NPU_MAX_PROMPT + NPU_MIN_RESPONSE
-                ):
-                    raise _Skip(
-                        f"prompt of {prompt_tokens} tokens plus {options.max_new_tokens} new "
-                        "exceeds the NPU's "
-                        f"static shape ({NPU_MAX_PROMPT} prompt, {NPU_MAX_PROMPT + NPU_MIN_RESPONSE} in all)"
-                    )
+            prompt_tokens = pipeline.count_prompt_tokens(messages)
+            if prompt_tokens >= context:
+                raise ContextLengthError(prompt_tokens, context, f"tier {tier} ({model})")
+            if device.kind == "npu" and (
+                prompt_tokens > NPU_MAX_PROMPT
+                or prompt_tokens + options.max_new_tokens > NPU_MAX_PROMPT + NPU_MIN_RESPONSE
+            ):
+                raise _Skip(
+                    f"prompt of {prompt_tokens} tokens plus {options.max_new_tokens} new "
+                    "exceeds the NPU's "
+                    f"static shape ({NPU_MAX_PROMPT} prompt, {NPU_MAX_PROMPT + NPU_MIN_RESPONSE} in all)"
+                )
             raw = pipeline.generate(messages, options, on_text)
         label = device.name + (" (emulated on CPU)" if spec.emulate_npu else "")
         return self._result(raw, tier, manifest.name, label, mode, load_seconds, steps)
 
     def _decoding(
-        self, decoding: Decoding, tier: str, device: Device, draft: str | None, manifests: list[Manifest]
+        self,
+        decoding: Decoding,
+        tier: str,
+        device: Device,
+        draft: str | None,
+        manifests: list[Manifest],
+        lenient: bool = False,
     ) -> tuple[DecodingMode, Manifest | None]:
         draft_manifest = manifest_for(manifests, draft, device.kind, self.recipes) if draft else None
         if decoding == "auto":
@@ -338,6 +404,8 @@ class Engine:
                 )
             return "speculative", draft_manifest
         if decoding == "prompt_lookup":
+            if device.kind == "npu" and lenient:
+                return "plain", None
             if device.kind == "npu":
                 raise UserInputError("prompt-lookup decoding is not available on the NPU")
             return "prompt_lookup", None
@@ -396,6 +464,15 @@ class Engine:
     def _remember_failure(self, target: str, model: str, reason: str) -> None:
         with self._guard:
             self._failures[(target, model)] = (self._clock(), reason)
+
+
+def fast_tier_generate(engine: Engine) -> Callable[[str], str]:
+    """A few greedy tokens from the fast tier: what the router's optional second stage asks."""
+
+    def generate(prompt: str) -> str:
+        return engine.generate(prompt, tier="fast", max_new_tokens=4, decoding="plain").text
+
+    return generate
 
 
 class _Skip(Exception):

@@ -10,12 +10,16 @@ from npu_engine.cli_support import run_cli
 from npu_engine.demands import tier_demands
 from npu_engine.device_profile import profile_path, read_profile
 from npu_engine.devices import Inventory, discover, read_inventory
-from npu_engine.engine import Engine, GenerationResult
+from npu_engine.engine import Engine, GenerationResult, fast_tier_generate
+from npu_engine.errors import UserInputError
 from npu_engine.files import human_bytes
 from npu_engine.generation import Message
+from npu_engine.machine import package_version as _version
 from npu_engine.recipes import load_recipe_book
+from npu_engine.router import Router, load_rules, model_classifier
 from npu_engine.scheduler import default_budget, plan
-from npu_engine.settings import catalog_profile, engine_home
+from npu_engine.server.config import DEFAULT_PORT, ServerConfig, is_loopback, keep_alive_seconds
+from npu_engine.settings import api_key_setting, catalog_profile, engine_home, router_rules_path
 from npu_engine.store import ModelStore
 
 
@@ -25,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def engine_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--tier", choices=TIERS, default="code")
+        sub.add_argument(
+            "--tier", choices=(*TIERS, "auto"), default="code", help="a tier, or auto: the router chooses"
+        )
         sub.add_argument(
             "--profile", default=None, help="catalog profile (default: $NPU_ENGINE_PROFILE or plan)"
         )
@@ -52,6 +58,37 @@ def build_parser() -> argparse.ArgumentParser:
     planning.add_argument("--profile", default=None)
     planning.add_argument("--inventory", type=Path, help="plan for the machine described in this JSON file")
     commands.add_parser("devices", help="list the devices OpenVINO sees")
+    serve = commands.add_parser("serve", help="serve the OpenAI and Ollama HTTP APIs (127.0.0.1 by default)")
+    serve.add_argument("--profile", default=None)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument(
+        "--allow-remote", action="store_true", help="required to bind an address other than loopback"
+    )
+    serve.add_argument("--api-key", default=None, help="require this key (default: $NPU_ENGINE_API_KEY)")
+    serve.add_argument(
+        "--allowed-host", action="append", default=[], help="a Host name to accept besides loopback"
+    )
+    serve.add_argument("--allowed-origin", action="append", default=[], help="a browser origin for CORS")
+    serve.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    serve.add_argument("--max-waiting", type=int, default=8, help="requests queued per model before 503")
+    serve.add_argument(
+        "--keep-alive", default="5m", help="how long an idle model stays loaded (Ollama syntax)"
+    )
+    serve.add_argument("--emulate-npu", action="store_true")
+    serve.add_argument(
+        "--continuous-batching",
+        action="store_true",
+        help="decode concurrent requests together (faster under load; OpenVINO GenAI 2026.4 leaks there)",
+    )
+    routing = commands.add_parser("route", help="say which task, tier and decoding the router picks, and why")
+    routing.add_argument("prompt")
+    routing.add_argument("--profile", default=None)
+    routing.add_argument(
+        "--second-stage",
+        action="store_true",
+        help="when the rules are unsure, ask the fast tier's model (needs it converted)",
+    )
     return parser
 
 
@@ -79,6 +116,10 @@ def _run(args: argparse.Namespace) -> int:
         measurements = list(measured.measurements) if measured else []
         print(plan(inventory, demands, default_budget(inventory), measurements).explain())
         return 0
+    if args.command == "route":
+        return _route(args.prompt, profile, args.second_stage)
+    if args.command == "serve":
+        return _serve(args, profile)
     engine = Engine(profile=profile, emulate_npu=args.emulate_npu)
     if args.command == "run":
         _answer(engine, args.prompt, args)
@@ -95,6 +136,61 @@ def _run(args: argparse.Namespace) -> int:
         history.append({"role": "user", "content": line})
         result = _answer(engine, history, args)
         history.append({"role": "assistant", "content": result.text})
+
+
+def package_version() -> str:
+    return _version("npu-engine") or "0.0.0"
+
+
+def _serve(args: argparse.Namespace, profile: str) -> int:
+    import uvicorn
+
+    from npu_engine.server.app import create_app
+
+    if not is_loopback(args.host) and not args.allow_remote:
+        raise UserInputError(
+            f"refusing to bind {args.host}: pass --allow-remote to serve beyond this machine"
+        )
+    api_key = args.api_key or api_key_setting()
+    if not is_loopback(args.host) and not api_key:
+        print(
+            f"warning: serving on {args.host} without an API key: anyone who can reach it can use it "
+            "(set --api-key or $NPU_ENGINE_API_KEY)",
+            file=sys.stderr,
+        )
+    if args.max_waiting < 1 or args.max_body_bytes < 1024:
+        raise UserInputError("--max-waiting must be at least 1 and --max-body-bytes at least 1024")
+    keep = keep_alive_seconds(args.keep_alive)
+    engine = Engine(
+        profile=profile,
+        emulate_npu=args.emulate_npu,
+        max_waiting=args.max_waiting,
+        keep_alive_seconds=keep if keep is not None else 300.0,
+        continuous_batching=args.continuous_batching,
+    )
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_key=api_key,
+        allowed_hosts=tuple(args.allowed_host),
+        allowed_origins=tuple(args.allowed_origin),
+        max_body_bytes=args.max_body_bytes,
+        version=package_version(),
+    )
+    print(f"npu-engine serving profile {profile!r} on http://{args.host}:{args.port}", file=sys.stderr)
+    uvicorn.run(create_app(engine, config), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _route(prompt: str, profile: str, second_stage: bool) -> int:
+    store = ModelStore(engine_home())
+    catalog = load_catalog()
+    router = Router(load_rules(router_rules_path(store.root)), catalog.profile(profile))
+    if second_stage:
+        engine = Engine(store=store, catalog=catalog, profile=profile)
+        router = Router(router.rules, router.profile, model_classifier(fast_tier_generate(engine)))
+    print(router.route(prompt).describe())
+    return 0
 
 
 def _answer(engine: Engine, prompt: str | list[Message], args: argparse.Namespace) -> GenerationResult:
@@ -116,6 +212,8 @@ def _answer(engine: Engine, prompt: str | list[Message], args: argparse.Namespac
     print()
     for step in result.fallback:
         print(f"[fallback: {step.target} {step.reason}]", file=sys.stderr)
+    if result.route is not None:
+        print(f"[router: {result.route.describe()}]", file=sys.stderr)
     print(
         f"[tier {result.tier} | model {result.model} | device {result.device} | {result.decoding} | "
         f"{m.tokens_per_second:.1f} tokens/s | first token {m.ttft_ms:.0f} ms | "

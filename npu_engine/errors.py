@@ -69,3 +69,19 @@ class GenerationError(NpuEngineError):
     """Every device and adapter in a tier's fallback chain failed."""
 
     exit_code = 9
+
+
+class ContextLengthError(UserInputError):
+    """A prompt longer than the model's context: refused with the token counts, never truncated."""
+
+    def __init__(self, prompt_tokens: int, context: int, model: str) -> None:
+        super().__init__(
+            f"the prompt has {prompt_tokens} tokens; {model} takes at most {context} here "
+            "(shorten it or use a tier with a longer context)"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.context = context
+
+
+class UnknownModelError(UserInputError):
+    """A request named a model (or tier) this engine does not serve."""

@@ -51,6 +51,7 @@ class PipelinePool:
         self.max_waiting = max_waiting
         self._clock = clock
         self._slots: dict[PipelineKey, _Slot] = {}
+        self._keep: dict[str, float] = {}  # per-model keep-alive, seconds (math.inf: forever)
         self._guard = threading.Lock()
 
     @contextmanager
@@ -102,10 +103,28 @@ class PipelinePool:
         with self._guard:
             return sum(slot.waiting for slot in self._slots.values())
 
+    def keep_alive(self, model: str, seconds: float | None) -> list[PipelineKey]:
+        """Keep `model`'s pipelines this long after their last use (math.inf: until unloaded; None:
+        the pool's default). 0 unloads them now, once idle. Returns what was unloaded."""
+        with self._guard:
+            if seconds is None or seconds == 0:
+                self._keep.pop(model, None)
+            else:
+                self._keep[model] = seconds
+        return self.unload(model) if seconds == 0 else []
+
+    def keep_alive_of(self, model: str) -> float:
+        with self._guard:
+            return self._keep.get(model, self.keep_alive_seconds)
+
     def unload_idle(self) -> list[PipelineKey]:
-        """Drop pipelines unused for longer than the keep-alive; returns what was unloaded."""
+        """Drop pipelines unused for longer than their keep-alive; returns what was unloaded."""
         now = self._clock()
-        return self._unload(lambda key, slot: now - slot.last_used > self.keep_alive_seconds)
+        with self._guard:
+            keep = dict(self._keep)
+        return self._unload(
+            lambda key, slot: now - slot.last_used > keep.get(key[0], self.keep_alive_seconds)
+        )
 
     def unload(self, model: str | None = None) -> list[PipelineKey]:
         """Drop the idle pipelines of `model` (all models when None)."""

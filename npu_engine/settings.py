@@ -38,3 +38,18 @@ def openai_fallback() -> tuple[str, str, str | None] | None:
     if not url or not model:
         return None
     return url, model, os.environ.get("NPU_ENGINE_OPENAI_API_KEY") or None
+
+
+def router_rules_path(home: Path) -> Path | None:
+    """User router rules: `$NPU_ENGINE_ROUTER_RULES`, else `<home>/router.json` when it exists;
+    None means the shipped rules."""
+    explicit = os.environ.get("NPU_ENGINE_ROUTER_RULES")
+    if explicit:
+        return Path(explicit).expanduser()
+    found = home / "router.json"
+    return found if found.is_file() else None
+
+
+def api_key_setting() -> str | None:
+    """The server's API key from `$NPU_ENGINE_API_KEY` (None: no key required)."""
+    return os.environ.get("NPU_ENGINE_API_KEY") or None

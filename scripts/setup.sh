@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install npu-engine with its conversion and developer extras. Safe to re-run:
+# Create .venv and install npu-engine with its conversion, bench and developer extras. Safe to re-run:
 # it does nothing when pyproject.toml has not changed since the last successful install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     # torch==2.13.0 is pinned in the [convert] extra: the CPU build. An unpinned torch would pull
     # several GB of CUDA packages.
-    .venv/bin/python -m pip install --quiet -e ".[convert,dev]"
+    .venv/bin/python -m pip install --quiet -e ".[convert,bench,dev]"
     # optimum-intel declares torchvision, and the registry's torchvision is built against CUDA torch:
     # with our CPU torch it breaks every transformers import. Nothing here uses it.
     .venv/bin/python -m pip uninstall --quiet --yes torchvision || true

@@ -18,7 +18,9 @@ from npu_engine.store import ModelStore
 def test_prompt_set_covers_the_kinds() -> None:
     kinds = {p.kind for p in bench_prompts()}
     assert {"snippet", "long", "explain", "review", "edit"} <= kinds
-    assert [p.kind for p in bench_prompts(["edit"])] == ["edit"]
+    assert {p.kind for p in bench_prompts(["edit"])} == {"edit"}
+    lengths = sorted(len(p.prompt) for p in bench_prompts())
+    assert lengths[0] < 150 and lengths[-1] > 2500  # ~30-token and ~750-token prompts
 
 
 def test_speed_figures_are_consistent(cache_store: ModelStore, smollm_cpu: Manifest) -> None:
@@ -55,43 +57,110 @@ def test_the_profile_written_is_the_one_the_engine_reads(tmp_path: Path, cache_s
     assert engine._fastest_mode("large", cpu, has_draft=False) == "plain"
 
 
-def test_bench_command_writes_results(tmp_path: Path, cache_store: ModelStore, smollm_cpu: Manifest) -> None:
+def test_quick_run_writes_every_figure_consistently(
+    tmp_path: Path, cache_store: ModelStore, smollm_cpu: Manifest, smollm_gguf: Path
+) -> None:
     home = tmp_path / "home"
     (home / "models").mkdir(parents=True)
     os.symlink(cache_store.path(smollm_cpu.name), home / "models" / smollm_cpu.name)
-    env = {**os.environ, "NPU_ENGINE_HOME": str(home)}
-    command = [
-        sys.executable,
-        "-m",
-        "npu_engine.bench_cli",
-        "speed",
-        "--profile",
-        "tiny",
-        "--kinds",
-        "snippet",
-    ]
-    command += ["--runs", "1", "--max-new-tokens", "8", "--out", str(tmp_path / "out")]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    os.symlink(smollm_gguf.parent, home / "sources")
+    env = {**os.environ, "NPU_ENGINE_HOME": str(home), "OLLAMA_HOST": "127.0.0.1:9"}
+    command = [sys.executable, "-m", "npu_engine.bench_cli", "run", "--quick", "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("| tier | model | device | mode |")
-    data = json.loads((tmp_path / "out" / "speed.json").read_text())
-    [row] = data["results"]
-    assert set(row) >= {
-        "tier",
-        "device",
-        "mode",
-        "model",
-        "runs",
-        "tokens_per_second",
-        "ttft_ms",
-        "load_seconds",
+    assert result.stdout.startswith("| tier | model | device | mode | tokens/s | llama.cpp tokens/s |")
+    out = tmp_path / "out"
+    assert {p.name for p in out.iterdir()} == {
+        "results.json",
+        "summary.md",
+        "tokens_per_second.png",
+        "concurrency.png",
     }
+    data = json.loads((out / "results.json").read_text())
+    assert data["machine"]["cpu_threads"] >= 1 and data["machine"]["versions"]["openvino"]
+    assert data["bandwidth_gb_per_second"] > 0
+    assert data["npu_claim"].startswith("No NPU on this machine")
+    ours, llama = (
+        next(s for s in data["speed"] if s["system"] == name) for name in ("npu-engine", "llama.cpp")
+    )
+    for row in (ours, llama):
+        assert (row["tier"], row["mode"], row["runs"]) == ("code", "plain", 1)
+        assert 0 < row["output_tokens"] <= 16 and row["input_tokens"] > 0
+        assert row["ttft_ms"]["mean"] > 0 and row["peak_rss_bytes"] > 0
+        # tokens/s and ms/token are two views of one measurement
+        assert abs(row["tokens_per_second"]["mean"] * row["tpot_ms"]["mean"] / 1000 - 1) < 0.05
+        # prompt tokens/s is the prompt over the first-token time
+        prompt_rate = row["input_tokens"] * 1000 / row["ttft_ms"]["mean"]
+        assert abs(row["prompt_tokens_per_second"]["mean"] / prompt_rate - 1) < 1e-6
+    assert ours["model"] == smollm_cpu.name and llama["model"] == smollm_gguf.name
+    assert ours["ceiling_tokens_per_second"] > 0 and llama["ceiling_tokens_per_second"] is None
+    for point in data["concurrency"]:
+        assert point["completed"] + point["busy"] == point["requests"] and point["completed"] >= 1
+        assert 0 < point["latency_p50_ms"] <= point["latency_p95_ms"] <= point["seconds"] * 1000 + 1
+        assert point["tokens_per_second"] * point["seconds"] <= point["requests"] * 16 + 1e-6
+    assert [p["requests"] for p in data["concurrency"]] == [1, 2]
+    [load] = data["load"]
+    assert load["cold_seconds"] > 0 and load["warm_seconds"] > 0
+    systems = {q["system"]: q for q in data["quality"]}
+    assert set(systems) == {"npu-engine", "llama.cpp"}
+    for q in systems.values():
+        assert q["tasks"] == 4 and {o["language"] for o in q["outcomes"]} == {
+            "python",
+            "javascript",
+            "sql",
+            "shell",
+        }
+        assert q["pass_at_1"] == q["passed"] / q["tasks"] == sum(o["passed"] for o in q["outcomes"]) / 4
+    assert any("Ollama baseline skipped" in note for note in data["notes"])
+    # The profile written is the one the scheduler then reads.
     profile = read_profile(profile_path(home))
-    assert profile is not None and profile.measurements[0].tier == "code"
-    bad = subprocess.run(
-        [*command[:6], "--tiers", "huge"], capture_output=True, text=True, env=env, timeout=60
+    assert profile is not None
+    assert profile.measurements == (
+        Measurement("code", "cpu", ours["tokens_per_second"]["mean"], ours["ttft_ms"]["mean"], "plain"),
     )
-    assert (
-        bad.returncode == 2
-        and bad.stderr.strip() == "error: unknown tier 'huge' (known: fast, code, large, review)"
+    engine = Engine(store=ModelStore(home), profile="tiny", inventory=discover(), remotes={})
+    assert engine.measurements == list(profile.measurements)
+    summary = (out / "summary.md").read_text()
+    assert "## Quality" in summary and "## Concurrency" in summary and "cannot be checked here" in summary
+
+
+def test_bench_command_rejects_bad_input_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "NPU_ENGINE_HOME": str(tmp_path)}
+    for extra, message in [
+        (["--tiers", "huge"], "error: unknown tier 'huge' (known: fast, code, large, review)"),
+        (["--modes", "turbo"], "error: unknown mode 'turbo' (known: plain, speculative, prompt_lookup)"),
+        (
+            ["--profile", "tiny", "--tiers", "code", "--concurrency", "0"],
+            "error: --concurrency takes positive numbers, e.g. 1,2,4,8",
+        ),
+    ]:
+        bad = subprocess.run(
+            [sys.executable, "-m", "npu_engine.bench_cli", "run", *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert (bad.returncode, bad.stderr.strip()) == (2, message)
+
+
+def test_quality_per_recipe(
+    tmp_path: Path, cache_store: ModelStore, smollm_cpu: Manifest, smollm_npu: Manifest
+) -> None:
+    env = {**os.environ, "NPU_ENGINE_HOME": str(cache_store.root)}
+    command = [sys.executable, "-m", "npu_engine.bench_cli", "quality", "smollm2-135m-instruct"]
+    result = subprocess.run(
+        [*command, "--recipes", "int8,int4-sym-npu", "--languages", "sql", "--out", str(tmp_path / "q")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "q" / "results.json").read_text())
+    assert [(q["recipe"], q["tasks"]) for q in data["quality"]] == [("int8", 6), ("int4-sym-npu", 6)]
+    assert "| npu-engine | - | smollm2-135m-instruct-int8 | int8 |" in result.stdout
+    missing = subprocess.run(
+        [*command, "--recipes", "fp16"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert missing.returncode == 2 and missing.stderr.startswith("error: unknown converted recipe 'fp16'")

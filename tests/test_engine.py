@@ -143,7 +143,15 @@ def common_prefix(a: str, b: str) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
-def test_eight_threads_get_their_own_answers(engine: Engine) -> None:
+@pytest.fixture(scope="module")
+def batching(cache_store: ModelStore, smollm_cpu: Manifest, inventory: Inventory) -> Engine:
+    return Engine(
+        store=cache_store, profile="tiny", inventory=inventory, remotes={}, continuous_batching=True
+    )
+
+
+def test_eight_threads_get_their_own_answers(batching: Engine) -> None:
+    engine = batching
     words = ["apple", "banana", "cherry", "grape", "lemon", "mango", "orange", "peach"]
     prompts = {word: f"Repeat this word exactly once and nothing else: {word}" for word in words}
     alone = {word: engine.generate(prompt, max_new_tokens=16).text for word, prompt in prompts.items()}
@@ -169,10 +177,12 @@ def test_eight_threads_get_their_own_answers(engine: Engine) -> None:
                 assert own > common_prefix(together[word], alone[other]), (word, together[word], other)
 
 
-def test_batched_greedy_matches_the_single_request_pipeline(engine: Engine, cache_store: ModelStore) -> None:
+def test_batched_greedy_matches_the_single_request_pipeline(
+    batching: Engine, cache_store: ModelStore
+) -> None:
     """Continuous batching (paged attention) and LLMPipeline (SDPA) are OpenVINO's two attention
     paths; alone in the batch, a request decodes to the same greedy text on both."""
-    batched = engine.generate(PRIME_PROMPT, max_new_tokens=48)
+    batched = batching.generate(PRIME_PROMPT, max_new_tokens=48)
     single = OpenVinoPipeline(PipelineSpec(cache_store.path(batched.model), "CPU"))
     assert (
         single.generate([{"role": "user", "content": PRIME_PROMPT}], result_options(48)).text == batched.text

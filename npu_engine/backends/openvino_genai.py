@@ -25,6 +25,7 @@ class BatchingLimits:
     max_sequences: int = 8
     cache_bytes: int = GB
     max_batched_tokens: int = 2048
+    recycle_after: int = 100  # requests before the pipeline is reopened (see BatchingPipeline)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,13 @@ class OpenVinoPipeline(ChatPrompting):
         self.spec = spec
         self._genai = openvino_genai
         props = spec.properties()
+        if not spec.device.startswith("NPU"):
+            # LLMPipeline runs paged attention with prefix caching on the CPU and GPU; a prefix read
+            # back from the (u8) KV cache changes greedy answers, so the same request would answer
+            # differently the second time. Same request, same answer: no prefix caching.
+            scheduler = openvino_genai.SchedulerConfig()
+            scheduler.enable_prefix_caching = False
+            props["scheduler_config"] = scheduler
         if spec.mode == "speculative":
             if spec.draft_path is None:
                 raise ValueError("speculative decoding needs a draft model")

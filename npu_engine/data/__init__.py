@@ -4,6 +4,7 @@ In the source tree these folders sit at the top of the repository; installed, th
 """
 
 import json
+import tomllib
 from importlib import resources
 from typing import Any
 
@@ -17,3 +18,9 @@ def read_lines(package: str, name: str) -> list[str]:
     """The non-blank lines of a text file in the data package `npu_engine.data.<package>`."""
     text = resources.files(f"npu_engine.data.{package}").joinpath(name).read_text("utf-8")
     return [line for line in text.splitlines() if line.strip()]
+
+
+def read_toml(package: str, name: str) -> dict[str, Any]:
+    """Parse the TOML file `name` from the data package `npu_engine.data.<package>`."""
+    text = resources.files(f"npu_engine.data.{package}").joinpath(name).read_text("utf-8")
+    return tomllib.loads(text)

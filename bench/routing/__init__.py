@@ -1,0 +1,1 @@
+"""Labelled prompts for measuring the router (train and held-out splits)."""

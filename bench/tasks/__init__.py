@@ -1,0 +1,1 @@
+"""npu-bench quality tasks (TOML): prompts, hidden tests and reference answers."""

@@ -1,0 +1,283 @@
+"""The router: from a prompt (or chat messages) to a task, a tier and a decoding strategy, with the
+signals behind the decision in words.
+
+Signals are what a person would look at: code given in the prompt (fenced blocks, code-like lines,
+its size), programming languages and identifiers, what the request asks to do (create, explain,
+review or change code), how many parts a request has, questions, and everyday wording that says the
+prompt is not about code at all. Their vocabularies, the weight each signal carries for each task,
+the task-to-tier mapping and the thresholds live in a JSON rules file (`models/router.json` shipped;
+`$NPU_ENGINE_ROUTER_RULES` or `<engine home>/router.json` to override) that a user can edit, or
+refit on their own labelled prompts with `npu-bench routing --fit`.
+"""
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from npu_engine.catalog import Profile
+from npu_engine.data import read_json
+from npu_engine.errors import UserInputError
+from npu_engine.generation import Message, as_messages
+
+Task = Literal["explain", "general", "snippet", "complex", "review", "edit"]
+TASKS: tuple[Task, ...] = ("explain", "general", "snippet", "complex", "review", "edit")
+Strategy = Literal["plain", "speculative", "prompt_lookup"]
+
+FENCED = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+INLINE_CODE = re.compile(r"`[^`\n]+`")
+CODE_LINE = re.compile(
+    r"""^\s*(?:def\s|class\s|import\s|from\s\S+\simport|function\s|const\s|let\s|var\s|\#include|return\b
+    |fn\s|func\s|pub\s|public\s|private\s|package\s|using\s|SELECT\s|INSERT\s|UPDATE\s|DELETE\s|CREATE\s
+    |ALTER\s|for\s*\(|while\s*\(|if\s*\(|@\w+|[}\])];?$)|[;{]\s*$|=>|\w+\([^)]*\)\s*[:{]?\s*$""",
+    re.VERBOSE,
+)
+IDENTIFIER = re.compile(r"\b[a-z]+_[a-z0-9_]+\b|\b[a-z]+[A-Z]\w*\b|\b\w+\(\)|\b[a-z_]+\.[a-z_]+\(")
+QUESTION_START = re.compile(r"^\s*(?:what|why|how|when|where|which|who|is|are|can|does|do|should)\b", re.I)
+
+
+@dataclass(frozen=True)
+class Route:
+    task: Task
+    tier: str
+    strategy: Strategy
+    confidence: float  # the chosen task's probability under the rules, 0..1
+    signals: tuple[str, ...]  # what decided it, in words
+    scores: dict[str, float]  # each task's probability
+    stage: Literal["rules", "model"] = "rules"
+
+    def describe(self) -> str:
+        why = "; ".join(self.signals) or "no strong signal"
+        return (
+            f"task {self.task} -> tier {self.tier}, {self.strategy} decoding "
+            f"(confidence {self.confidence:.2f}, by {self.stage}): {why}"
+        )
+
+
+@dataclass(frozen=True)
+class RouterRules:
+    """The contents of a rules file (see the module's docstring)."""
+
+    lexicons: dict[str, tuple[str, ...]]
+    weights: dict[str, dict[str, float]]  # task -> feature -> weight ("bias" included)
+    tiers: dict[str, str]
+    tier_fallbacks: dict[str, list[str]]  # tiers to use, in order, when a profile lacks one
+    long_edit_chars: int
+    long_edit_tier: str
+    low_confidence: float
+    feature_words: dict[str, str]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "RouterRules":
+        try:
+            rules = cls(
+                lexicons={name: tuple(words) for name, words in raw["lexicons"].items()},
+                weights={task: dict(w) for task, w in raw["weights"].items()},
+                tiers=dict(raw["tiers"]),
+                tier_fallbacks={tier: list(names) for tier, names in raw.get("tier_fallbacks", {}).items()},
+                long_edit_chars=int(raw["long_edit_chars"]),
+                long_edit_tier=str(raw["long_edit_tier"]),
+                low_confidence=float(raw["low_confidence"]),
+                feature_words=dict(raw["feature_words"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise UserInputError(f"router rules: missing or invalid field {error}") from None
+        missing = [task for task in TASKS if task not in rules.weights or task not in rules.tiers]
+        if missing:
+            raise UserInputError(f"router rules: no weights or tier for task(s) {', '.join(missing)}")
+        return rules
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tiers": self.tiers,
+            "tier_fallbacks": self.tier_fallbacks,
+            "long_edit_chars": self.long_edit_chars,
+            "long_edit_tier": self.long_edit_tier,
+            "low_confidence": self.low_confidence,
+            "lexicons": {name: list(words) for name, words in self.lexicons.items()},
+            "feature_words": self.feature_words,
+            "weights": self.weights,
+        }
+
+
+def load_rules(path: Path | None = None) -> RouterRules:
+    """The rules in `path`, else the shipped default."""
+    if path is None:
+        return RouterRules.from_dict(read_json("models", "router.json"))
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"cannot read router rules {path}: {error}") from None
+    return RouterRules.from_dict(raw)
+
+
+def _phrase_pattern(words: Sequence[str]) -> re.Pattern[str]:
+    alternatives = sorted((re.escape(w) for w in words), key=len, reverse=True)
+    return re.compile(r"(?<![\w#+])(?:" + "|".join(alternatives) + r")(?![\w#+])", re.IGNORECASE)
+
+
+class Features:
+    """Turns a prompt into named numeric signals, with the words that set each one."""
+
+    def __init__(self, rules: RouterRules) -> None:
+        self._lexicons = {name: _phrase_pattern(words) for name, words in rules.lexicons.items() if words}
+
+    def __call__(self, text: str) -> tuple[dict[str, float], dict[str, list[str]]]:
+        blocks = FENCED.findall(text)
+        prose = FENCED.sub(" ", text)
+        lines = [line for line in prose.splitlines() if line.strip()]
+        code_lines = sum(1 for line in lines if CODE_LINE.search(line)) + sum(
+            block.count("\n") + 1 for block in blocks
+        )
+        code_chars = sum(len(block) for block in blocks) + sum(
+            len(line) for line in lines if CODE_LINE.search(line)
+        )
+        head = prose.strip()[:80]
+        found: dict[str, list[str]] = {}
+        for name, pattern in self._lexicons.items():
+            found[name] = [m.group(0).lower() for m in pattern.finditer(prose)]
+            found[f"{name}_lead"] = [m.group(0).lower() for m in pattern.finditer(head)]
+        words = len(prose.split())
+        features = {
+            "code_block": 1.0 if blocks else 0.0,
+            "code_given": 1.0 if blocks or code_lines >= 2 else 0.0,
+            "code_lines": math.log1p(code_lines),
+            "code_chars": math.log1p(code_chars) / 5,
+            "inline_code": min(len(INLINE_CODE.findall(prose)), 3) / 3,
+            "identifiers": min(len(IDENTIFIER.findall(prose)), 4) / 4,
+            "question": 1.0 if prose.rstrip().endswith("?") or QUESTION_START.match(prose) else 0.0,
+            "words": math.log1p(words) / 3,
+            "commas_and": min(prose.count(",") + len(re.findall(r"\band\b", prose, re.I)), 8) / 8,
+        }
+        for name in self._lexicons:
+            features[name] = min(len(set(found[name])), 4) / 2
+            features[f"{name}_lead"] = 1.0 if found[f"{name}_lead"] else 0.0
+        return features, found
+
+
+def scores(rules: RouterRules, features: dict[str, float]) -> dict[str, float]:
+    """Each task's probability: a softmax over the weighted sums of the signals."""
+    logits = {
+        task: rules.weights[task].get("bias", 0.0)
+        + sum(rules.weights[task].get(name, 0.0) * value for name, value in features.items())
+        for task in TASKS
+    }
+    top = max(logits.values())
+    exp = {task: math.exp(value - top) for task, value in logits.items()}
+    total = sum(exp.values())
+    return {task: value / total for task, value in exp.items()}
+
+
+def prompt_text(prompt: str | Sequence[Message]) -> str:
+    """What the router reads: the last user message (the request being answered)."""
+    messages = as_messages(prompt)
+    users = [m.get("content", "") for m in messages if m.get("role") == "user"]
+    return users[-1] if users else (messages[-1].get("content", "") if messages else "")
+
+
+class Router:
+    """Decides routes with the rules; when they are unsure (confidence under the rules'
+    `low_confidence`) and a `classifier` is given, asks it (the fast tier's model) instead."""
+
+    def __init__(
+        self,
+        rules: RouterRules | None = None,
+        profile: Profile | None = None,
+        classifier: Callable[[str], Task | None] | None = None,
+    ) -> None:
+        self.rules = rules or load_rules()
+        self.profile = profile
+        self.classifier = classifier
+        self._features = Features(self.rules)
+
+    def route(self, prompt: str | Sequence[Message]) -> Route:
+        text = prompt_text(prompt)
+        features, found = self._features(text)
+        probabilities = scores(self.rules, features)
+        task: Task = max(TASKS, key=lambda t: probabilities[t])
+        confidence = probabilities[task]
+        stage: Literal["rules", "model"] = "rules"
+        signals = self._signals(task, features, found)
+        if self.classifier is not None and confidence < self.rules.low_confidence:
+            asked = self.classifier(text)
+            if asked is not None:
+                if asked != task:
+                    signals = (
+                        f"rules were unsure ({task} at {confidence:.2f}); the fast model said {asked}",
+                    )
+                task, stage = asked, "model"
+        tier = self.rules.tiers[task]
+        code_chars = sum(len(block) for block in FENCED.findall(text))
+        if task == "edit" and code_chars >= self.rules.long_edit_chars:
+            tier = self.rules.long_edit_tier
+            signals += (f"long edit ({code_chars} characters of code) goes to {tier}",)
+        if self.profile is not None and tier not in self.profile.tiers:
+            present = [t for t in self.rules.tier_fallbacks.get(tier, []) if t in self.profile.tiers]
+            if not present:
+                raise UserInputError(
+                    f"profile {self.profile.name!r} has no {tier} tier and no stand-in for it "
+                    "(router rules: tier_fallbacks)"
+                )
+            signals += (f"profile {self.profile.name!r} has no {tier} tier: {present[0]} stands in",)
+            tier = present[0]
+        return Route(
+            task, tier, self._strategy(task, tier, features), confidence, signals, probabilities, stage
+        )
+
+    def _strategy(self, task: Task, tier: str, features: dict[str, float]) -> Strategy:
+        if task == "edit" and features["code_given"]:
+            return "prompt_lookup"  # the answer repeats much of the code it was given
+        if self.profile is not None and tier in self.profile.tiers and self.profile.tiers[tier].draft:
+            return "speculative"
+        return "plain"
+
+    def _signals(
+        self, task: Task, features: dict[str, float], found: dict[str, list[str]]
+    ) -> tuple[str, ...]:
+        """The signals that pushed hardest towards `task`, in words."""
+        weights = self.rules.weights[task]
+        pushes = sorted(
+            ((weights.get(name, 0.0) * value, name) for name, value in features.items() if value),
+            reverse=True,
+        )
+        said = []
+        for push, name in pushes[:4]:
+            if push <= 0.2:
+                break
+            words = self.rules.feature_words.get(name, name.replace("_", " "))
+            evidence = sorted(set(found.get(name, [])))[:4]
+            said.append(f"{words}" + (f" ({', '.join(evidence)})" if evidence else ""))
+        return tuple(said)
+
+
+def route(
+    prompt: str | Sequence[Message], rules: RouterRules | None = None, profile: Profile | None = None
+) -> Route:
+    """Route one prompt with the default (or given) rules."""
+    return Router(rules, profile).route(prompt)
+
+
+CLASSIFY_PROMPT = (
+    "Classify the request below into exactly one category and answer with that one word only.\n"
+    "explain: explain code or a technical concept\n"
+    "general: not about programming\n"
+    "snippet: write a small, self-contained piece of code\n"
+    "complex: build a multi-part program, a design or a system\n"
+    "review: critique given code without rewriting it\n"
+    "edit: change, fix, refactor, port or extend given code\n\n"
+    "Request:\n{request}\n\nCategory:"
+)
+
+
+def model_classifier(generate: Callable[[str], str]) -> Callable[[str], Task | None]:
+    """The optional second stage: ask a model (the fast tier's, through `generate`) for the task;
+    None when its answer names no task."""
+
+    def classify(text: str) -> Task | None:
+        answer = generate(CLASSIFY_PROMPT.format(request=text[:2000])).strip().lower()
+        return next((task for task in TASKS if answer.startswith(task)), None)
+
+    return classify

@@ -1,0 +1,1 @@
+"""`npu-engine serve`: the OpenAI- and Ollama-compatible HTTP server over one Engine."""

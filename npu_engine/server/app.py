@@ -1,0 +1,131 @@
+"""`create_app(engine, config)`: the FastAPI application behind `npu-engine serve`. It holds the
+one Engine it is given; nothing is global. Errors answer in the protocol of the route (OpenAI's
+shape under /v1, Ollama's elsewhere), never with a stack trace or a file path."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from npu_engine.engine import Engine
+from npu_engine.errors import NpuEngineError
+from npu_engine.server.config import LOCAL_ORIGINS, ServerConfig
+from npu_engine.server.guard import Guard
+from npu_engine.server.metrics import Metrics
+from npu_engine.server.ollama_routes import ollama_router
+from npu_engine.server.openai_routes import openai_router
+from npu_engine.server.service import ModelService, http_failure
+
+log = logging.getLogger("npu_engine.server")
+
+
+def _error(
+    request: Request, status: int, message: str, kind: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    if request.url.path.startswith("/v1"):
+        body: dict[str, Any] = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    else:
+        body = {"error": message}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field(location: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in location if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
+    config = config or ServerConfig()
+    metrics = Metrics()
+    service = ModelService(engine, metrics, config.version, config.max_new_tokens)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def unload_idle() -> None:  # keep-alive expiry without waiting for the next request
+            while True:
+                await asyncio.sleep(config.idle_check_seconds)
+                await asyncio.to_thread(engine.pool.unload_idle)
+
+        task = asyncio.create_task(unload_idle())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    app = FastAPI(
+        title="npu-engine",
+        version=config.version,
+        description="OpenAI- and Ollama-compatible API over local coder models on NPU, GPU and CPU.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+        field = _field(tuple(first.get("loc", ())))
+        message = f"invalid field {field!r}: {first.get('msg', 'invalid value')}"
+        if first.get("type") == "json_invalid":
+            message = "the request body is not valid JSON"
+        return _error(request, 400, message, "invalid_request_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _error(request, error.status_code, str(error.detail), "invalid_request_error")
+
+    @app.exception_handler(NpuEngineError)
+    async def engine_error(request: Request, error: NpuEngineError) -> JSONResponse:
+        try:
+            failure = http_failure(error)
+        except NpuEngineError:
+            return await internal(request, error)
+        return _error(request, failure.status, failure.message, failure.kind, failure.headers)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, error: Exception) -> JSONResponse:
+        request_id = request.scope.get("state", {}).get("request_id", "?")
+        log.error("request %s failed", request_id, exc_info=error)
+        # Sent from outside the guard (Starlette's error middleware), so the id header is set here.
+        return _error(
+            request,
+            500,
+            f"internal error (request id {request_id})",
+            "server_error",
+            {"X-Request-Id": request_id},
+        )
+
+    @app.get("/health", tags=["Server"])
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "profile": engine.profile.name,
+            "devices": [d.name for d in engine.inventory.devices],
+        }
+
+    @app.get("/metrics", tags=["Server"])
+    async def metrics_view() -> dict[str, Any]:
+        return {
+            **metrics.snapshot(),
+            "queue_depth": engine.pool.queued(),
+            "loaded": [{"model": m, "device": d, "decoding": mode} for m, d, mode in engine.pool.loaded()],
+        }
+
+    app.include_router(openai_router(service))
+    app.include_router(ollama_router(service))
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(config.allowed_origins),
+        allow_origin_regex=None if config.allowed_origins else LOCAL_ORIGINS,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Api-Key"],
+        expose_headers=["X-Request-Id", "X-NPU-Engine-Tier", "X-NPU-Engine-Model", "X-NPU-Engine-Device"],
+    )
+    app.add_middleware(Guard, config=config, metrics=metrics)
+    return app

@@ -1,0 +1,138 @@
+"""The server's front door, as one ASGI middleware: a request id on every response, the Host check
+(DNS rebinding), the API key, the body-size limit, and one log line per request with user input
+escaped. Written as plain ASGI so that streamed responses pass through untouched."""
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from npu_engine.server.config import ServerConfig
+from npu_engine.server.metrics import Metrics
+
+log = logging.getLogger("npu_engine.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+OPEN_PATHS = ("/health",)
+
+
+def escaped(text: str, limit: int = 200) -> str:
+    """User text made safe for one log line: control characters and newlines escaped."""
+    return text[:limit].encode("unicode_escape").decode("ascii")
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, config: ServerConfig, metrics: Metrics) -> None:
+        self.app = app
+        self.config = config
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        path = scope["path"]
+        started = time.monotonic()
+        status = {"code": 0}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            refusal = self._refusal(path, headers)
+            if refusal is not None:
+                await _reply(send_with_id, *refusal)
+                return
+            body = await _read_body(receive, self.config.max_body_bytes, headers)
+            if body is None:
+                limit = self.config.max_body_bytes
+                await _reply(send_with_id, 413, f"request body is over the {limit}-byte limit", path)
+                return
+            await self.app(scope, _replay(body, receive), send_with_id)
+        finally:
+            self.metrics.request(path, status["code"])
+            log.info(
+                "%s %s %s %d %.0fms id=%s",
+                escaped(headers.get("host", "")),
+                scope["method"],
+                escaped(path),
+                status["code"],
+                (time.monotonic() - started) * 1000,
+                request_id,
+            )
+
+    def _refusal(self, path: str, headers: dict[str, str]) -> tuple[int, str, str] | None:
+        if not self.config.host_allowed(headers.get("host", "")):
+            return 403, "this Host is not served here (allowed: loopback and --allowed-host names)", path
+        if self.config.api_key and path not in OPEN_PATHS:
+            given = headers.get("authorization", "").removeprefix("Bearer ").strip()
+            given = given or headers.get("x-api-key", "")
+            if not secrets.compare_digest(given.encode(), self.config.api_key.encode()):
+                return 401, "a valid API key is required (Authorization: Bearer <key>)", path
+        return None
+
+
+async def _read_body(receive: Receive, limit: int, headers: dict[str, str]) -> bytes | None:
+    """The whole request body, or None when it is over `limit` bytes (checked before reading when
+    the client declares its length)."""
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # later: the disconnect notice
+
+    return replayed
+
+
+async def _reply(send: Send, status: int, message: str, path: str) -> None:
+    """An error in the protocol the path speaks: OpenAI's shape under /v1, Ollama's elsewhere."""
+    if path.startswith("/v1"):
+        kind = {401: "authentication_error", 403: "permission_error", 413: "invalid_request_error"}[status]
+        payload: dict[str, Any] = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    else:
+        payload = {"error": message}
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,258 @@
+"""Ollama's API: /api/chat and /api/generate (NDJSON streams by default), /api/tags, /api/ps,
+/api/show, /api/version, with Ollama's `options`, `keep_alive` and timing fields."""
+
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from npu_engine.engine import GenerationResult
+from npu_engine.errors import UnknownModelError
+from npu_engine.generation import Message
+from npu_engine.manifest import Manifest
+from npu_engine.server.config import keep_alive_seconds
+from npu_engine.server.openai_routes import answered_by, engine_headers, planned_headers
+from npu_engine.server.schemas import (
+    OllamaChatRequest,
+    OllamaGenerateRequest,
+    OllamaOptions,
+    OllamaShowRequest,
+    _OllamaCommon,
+)
+from npu_engine.server.service import ModelService, Served, mid_stream_message
+
+log = logging.getLogger("npu_engine.server")
+DEFAULT_PREDICT = 512
+NS = 1_000_000_000
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _options(options: OllamaOptions | None) -> dict[str, Any]:
+    o = options or OllamaOptions()
+    predict = o.num_predict if o.num_predict and o.num_predict > 0 else DEFAULT_PREDICT
+    return {
+        "max_new_tokens": predict,
+        "temperature": o.temperature if o.temperature is not None else 0.0,
+        "top_p": o.top_p if o.top_p is not None else 1.0,
+        "stop": tuple(s for s in (o.stop or []) if s),
+        "seed": o.seed,
+    }
+
+
+def _timings(result: GenerationResult, started: float) -> dict[str, Any]:
+    m = result.metrics
+    return {
+        "done_reason": "length" if result.finish_reason == "length" else "stop",
+        "total_duration": int((time.monotonic() - started) * NS),
+        "load_duration": int(m.load_seconds * NS),
+        "prompt_eval_count": m.input_tokens,
+        "prompt_eval_duration": int(m.ttft_ms * 1_000_000),
+        "eval_count": m.output_tokens,
+        "eval_duration": int(m.tpot_ms * max(m.output_tokens - 1, 0) * 1_000_000),
+        "npu_engine": answered_by(result),
+    }
+
+
+def _details(manifest: Manifest | None) -> dict[str, Any]:
+    if manifest is None:
+        return {
+            "format": "openvino",
+            "family": "",
+            "families": [],
+            "parameter_size": "",
+            "quantization_level": "",
+        }
+    return {
+        "parent_model": "",
+        "format": "openvino",
+        "family": manifest.architecture,
+        "families": [manifest.architecture],
+        "parameter_size": f"{manifest.parameters / 1e9:.1f}B",
+        "quantization_level": manifest.recipe.name,
+    }
+
+
+def _digest(served: Served) -> str:
+    return served.manifest.source.digest.removeprefix("sha256:") if served.manifest else ""
+
+
+def ollama_router(service: ModelService) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["Ollama"])
+
+    @router.get("/version")
+    async def version() -> dict[str, str]:
+        return {"version": service.version}
+
+    @router.get("/tags")
+    async def tags() -> dict[str, Any]:
+        return {
+            "models": [
+                {
+                    "name": s.name,
+                    "model": s.name,
+                    "modified_at": s.manifest.created if s.manifest else _now(),
+                    "size": s.manifest.size if s.manifest else 0,
+                    "digest": _digest(s),
+                    "details": _details(s.manifest),
+                }
+                for s in service.served()
+            ]
+        }
+
+    @router.get("/ps")
+    async def ps() -> dict[str, Any]:
+        manifests = {m.name: m for m in service.engine.store.manifests()}
+        running = []
+        for name, device, mode in service.engine.pool.loaded():
+            manifest = manifests.get(name)
+            keep = service.engine.pool.keep_alive_of(name)
+            expires = (
+                "0001-01-01T00:00:00Z"
+                if math.isinf(keep)
+                else (datetime.now(UTC) + timedelta(seconds=keep)).isoformat().replace("+00:00", "Z")
+            )
+            running.append(
+                {
+                    "name": name,
+                    "model": name,
+                    "size": manifest.size if manifest else 0,
+                    "digest": manifest.source.digest.removeprefix("sha256:") if manifest else "",
+                    "details": _details(manifest),
+                    "expires_at": expires,
+                    "size_vram": 0,
+                    "device": device,
+                    "decoding": mode,
+                }
+            )
+        return {"models": running}
+
+    @router.post("/show")
+    async def show(body: OllamaShowRequest) -> dict[str, Any]:
+        name = body.model or body.name
+        if not name:
+            raise UnknownModelError("model is required")
+        served = service.resolve(name)
+        m = served.manifest
+        return {
+            "modelfile": "",
+            "parameters": "",
+            "template": "",
+            "details": _details(m),
+            "model_info": {
+                "general.architecture": m.architecture if m else "",
+                "general.parameter_count": m.parameters if m else 0,
+                "npu_engine.tier": served.tier,
+                "npu_engine.recipe": m.recipe.name if m else "",
+                "npu_engine.context_length": m.context_length if m else 0,
+            },
+            "capabilities": ["completion"],
+            "modified_at": m.created if m else _now(),
+        }
+
+    @router.post("/chat")
+    async def chat(body: OllamaChatRequest) -> Any:
+        messages: list[Message] = [{"role": m.role, "content": m.content} for m in body.messages]
+        return await _respond(service, body, messages, chat=True)
+
+    @router.post("/generate")
+    async def generate(body: OllamaGenerateRequest) -> Any:
+        messages: list[Message] = [{"role": "system", "content": body.system}] if body.system else []
+        if body.prompt:
+            messages.append({"role": "user", "content": body.prompt})
+        return await _respond(service, body, messages, chat=False)
+
+    return router
+
+
+async def _respond(service: ModelService, body: _OllamaCommon, messages: list[Message], chat: bool) -> Any:
+    served = service.resolve(body.model)
+    keep = keep_alive_seconds(body.keep_alive)
+    started = time.monotonic()
+    if not messages:  # Ollama: an empty request loads the model, or unloads it with keep_alive 0
+        return _load_or_unload(service, served, keep, chat)
+    options = _options(body.options)
+    if not body.stream:
+        try:
+            result = await service.answer(messages, served.tier, **options)
+        finally:
+            _apply_keep_alive(service, served, keep)
+        payload = {"model": body.model, "created_at": _now(), "done": True, **_timings(result, started)}
+        if chat:
+            payload["message"] = {"role": "assistant", "content": result.text}
+        else:
+            payload["response"] = result.text
+        return JSONResponse(payload, headers=engine_headers(result.tier, result.model, result.device))
+    pieces = await service.stream(messages, served.tier, **options)
+    lines = _ndjson(service, served, keep, pieces, body.model, chat, started)
+    return StreamingResponse(
+        lines, media_type="application/x-ndjson", headers=planned_headers(service, served)
+    )
+
+
+def _load_or_unload(service: ModelService, served: Served, keep: float | None, chat: bool) -> JSONResponse:
+    _apply_keep_alive(service, served, keep)
+    reason = "unload" if keep == 0 else "load"
+    payload: dict[str, Any] = {
+        "model": served.name,
+        "created_at": _now(),
+        "done": True,
+        "done_reason": reason,
+    }
+    payload["message" if chat else "response"] = {"role": "assistant", "content": ""} if chat else ""
+    return JSONResponse(payload)
+
+
+def _apply_keep_alive(service: ModelService, served: Served, keep: float | None) -> None:
+    """Ollama's keep_alive for every conversion of the tier's model: 0 unloads them now (once idle)."""
+    if keep is None or served.tier == "auto":
+        return
+    model = service.engine.profile.tier(served.tier).model
+    for manifest in service.engine.store.manifests():
+        if manifest.model == model:
+            service.engine.pool.keep_alive(manifest.name, keep)
+
+
+async def _ndjson(
+    service: ModelService,
+    served: Served,
+    keep: float | None,
+    pieces: AsyncIterator[str | GenerationResult],
+    model: str,
+    chat: bool,
+    started: float,
+) -> AsyncIterator[str]:
+    try:
+        async for piece in pieces:
+            if isinstance(piece, str):
+                line: dict[str, Any] = {"model": model, "created_at": _now(), "done": False}
+                if chat:
+                    line["message"] = {"role": "assistant", "content": piece}
+                else:
+                    line["response"] = piece
+                yield json.dumps(line) + "\n"
+                continue
+            final: dict[str, Any] = {
+                "model": model,
+                "created_at": _now(),
+                "done": True,
+                **_timings(piece, started),
+            }
+            if chat:
+                final["message"] = {"role": "assistant", "content": ""}
+            else:
+                final["response"] = ""
+            yield json.dumps(final) + "\n"
+    except Exception as error:  # after the status line: the stream itself carries the error
+        log.exception("stream failed")
+        yield json.dumps({"error": mid_stream_message(error)}) + "\n"
+    finally:
+        _apply_keep_alive(service, served, keep)

@@ -1,0 +1,176 @@
+"""OpenAI's API: /v1/chat/completions, /v1/completions (server-sent events when streaming), /v1/models."""
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from npu_engine.engine import GenerationResult
+from npu_engine.generation import Message
+from npu_engine.server.schemas import ChatCompletionRequest, CompletionRequest, _OpenAISampling
+from npu_engine.server.service import ModelService, Served, mid_stream_message
+
+DEFAULT_MAX_TOKENS = 512
+log = logging.getLogger("npu_engine.server")
+
+
+def engine_headers(tier: str, model: str, device: str) -> dict[str, str]:
+    """Which tier, model and device answered (for streams: the tier and where it is planned to run)."""
+    return {"X-NPU-Engine-Tier": tier, "X-NPU-Engine-Model": model, "X-NPU-Engine-Device": device}
+
+
+def answered_by(result: GenerationResult) -> dict[str, Any]:
+    return {
+        "tier": result.tier,
+        "model": result.model,
+        "device": result.device,
+        "decoding": result.decoding,
+        "route": result.route.task if result.route else None,
+    }
+
+
+def _options(body: _OpenAISampling, default_tokens: int) -> dict[str, Any]:
+    return {
+        "max_new_tokens": body.max_completion_tokens or body.max_tokens or default_tokens,
+        "temperature": body.temperature if body.temperature is not None else 0.0,
+        "top_p": body.top_p if body.top_p is not None else 1.0,
+        "stop": body.stops(),
+        "seed": body.seed,
+    }
+
+
+def _usage(result: GenerationResult) -> dict[str, int]:
+    m = result.metrics
+    return {
+        "prompt_tokens": m.input_tokens,
+        "completion_tokens": m.output_tokens,
+        "total_tokens": m.input_tokens + m.output_tokens,
+    }
+
+
+def _finish(result: GenerationResult) -> str:
+    return "length" if result.finish_reason == "length" else "stop"
+
+
+def openai_router(service: ModelService) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["OpenAI"])
+
+    @router.get("/models")
+    async def models() -> dict[str, Any]:
+        now = int(time.time())
+        return {
+            "object": "list",
+            "data": [
+                {"id": s.name, "object": "model", "created": now, "owned_by": "npu-engine", "tier": s.tier}
+                for s in service.served()
+            ],
+        }
+
+    @router.post("/chat/completions")
+    async def chat(body: ChatCompletionRequest, request: Request) -> Any:
+        messages: list[Message] = [{"role": _role(m.role), "content": m.text()} for m in body.messages]
+        return await _complete(service, body, messages, chat=True)
+
+    @router.post("/completions")
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        return await _complete(service, body, [{"role": "user", "content": body.prompt}], chat=False)
+
+    return router
+
+
+def _role(role: str) -> str:
+    return "system" if role == "developer" else role
+
+
+async def _complete(service: ModelService, body: _OpenAISampling, messages: list[Message], chat: bool) -> Any:
+    served = service.resolve(body.model)
+    options = _options(body, DEFAULT_MAX_TOKENS if chat else 16)
+    ident = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
+    created = int(time.time())
+    if not body.stream:
+        result = await service.answer(messages, served.tier, **options)
+        choice: dict[str, Any] = {"index": 0, "finish_reason": _finish(result), "logprobs": None}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": result.text}
+        else:
+            choice["text"] = result.text
+        payload = {
+            "id": ident,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": created,
+            "model": body.model,
+            "choices": [choice],
+            "usage": _usage(result),
+            "system_fingerprint": f"npu-engine:{result.device}",
+            "npu_engine": answered_by(result),
+        }
+        return JSONResponse(payload, headers=engine_headers(result.tier, result.model, result.device))
+    pieces = await service.stream(messages, served.tier, **options)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    events = _sse(pieces, ident, created, body.model, chat, include_usage)
+    return StreamingResponse(events, media_type="text/event-stream", headers=planned_headers(service, served))
+
+
+def planned_headers(service: ModelService, served: Served) -> dict[str, str]:
+    if served.tier == "auto":
+        return engine_headers("auto", "", "")
+    chain = service.engine.chain(served.tier)
+    return engine_headers(
+        served.tier, service.engine.profile.tier(served.tier).model, chain[0] if chain else ""
+    )
+
+
+async def _sse(
+    pieces: AsyncIterator[str | GenerationResult],
+    ident: str,
+    created: int,
+    model: str,
+    chat: bool,
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(delta: dict[str, Any] | str, finish: str | None, **extra: Any) -> str:
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+        if chat:
+            choice["delta"] = delta
+        else:
+            choice["text"] = delta
+        event = {
+            "id": ident,
+            "object": kind,
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            **extra,
+        }
+        return f"data: {json.dumps(event)}\n\n"
+
+    if chat:
+        yield chunk({"role": "assistant", "content": ""}, None)
+    try:
+        async for piece in pieces:
+            if isinstance(piece, str):
+                yield chunk({"content": piece} if chat else piece, None)
+                continue
+            yield chunk({} if chat else "", _finish(piece), npu_engine=answered_by(piece))
+            if include_usage:
+                usage_event = {
+                    "id": ident,
+                    "object": kind,
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": _usage(piece),
+                }
+                yield f"data: {json.dumps(usage_event)}\n\n"
+    except Exception as error:  # after the status line: the stream itself carries the error
+        log.exception("stream failed")
+        failure = {"error": {"message": mid_stream_message(error), "type": "server_error"}}
+        yield f"data: {json.dumps(failure)}\n\n"
+    yield "data: [DONE]\n\n"
