@@ -202,6 +202,8 @@ def write_plots(results: BenchResults, out: Path) -> list[Path]:
         twin = axes.twinx()
         twin.plot(levels, [c.tokens_per_second for c in results.concurrency], "s-", color="green")
         twin.set_ylabel("tokens/s, all requests", color="green")
+        axes.set_ylim(bottom=0)
+        twin.set_ylim(bottom=0)  # from zero: a flat line must look flat
         axes.legend(loc="upper left")
         figure.tight_layout()
         path = out / "concurrency.png"
