@@ -2,7 +2,6 @@
 llama.cpp (llama-cpp-python on the GGUF the IR was converted from) and Ollama when one answers."""
 
 import contextlib
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from npu_engine.backends.remote import OllamaBackend
 from npu_engine.catalog import Catalog
 from npu_engine.errors import UserInputError
 from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink, finish_reason
+from npu_engine.machine import cpu_threads
 from npu_engine.manifest import Manifest
 from npu_engine.progress import SilentReporter
 from npu_engine.settings import ollama_models_dir
@@ -23,11 +23,6 @@ from npu_engine.store import ModelStore
 
 LOOKUP_NGRAM = 3  # the same n-gram and draft length as the engine's prompt-lookup mode
 LOOKUP_TOKENS = 5
-
-
-def cpu_threads() -> int:
-    """The threads this process may run on: llama.cpp gets as many as OpenVINO's CPU plugin uses."""
-    return len(os.sched_getaffinity(0))
 
 
 def source_gguf(manifest: Manifest, catalog: Catalog, store: ModelStore) -> Path | None:

@@ -10,19 +10,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from npu_engine.answers import has_closed_block
 from npu_engine.backends.openvino_genai import OpenVinoPipelineFactory, PipelineSpec
 from npu_engine.coding_tasks import CodingTask, TaskOutcome, score_task
 from npu_engine.data import read_lines
-from npu_engine.engine import Decoding, Engine
+from npu_engine.engine import Decoding, Engine, GenerationResult
 from npu_engine.errors import EngineBusyError
-from npu_engine.generation import Message, SamplingOptions, TextSink
+from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink
 from npu_engine.machine import peak_memory
 from npu_engine.scheduler import Measurement
 
 QUALITY_MAX_NEW_TOKENS = 512
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -124,13 +125,11 @@ def measure_speed(
     max_new_tokens: int,
 ) -> SpeedSummary:
     """One warm-up call (which also loads the pipeline), then `runs` passes over `prompts`."""
-    with peak_memory() as peak:
-        warm = engine.generate(prompts[0].prompt, tier=tier, max_new_tokens=8, decoding=mode)
-        results = [
-            engine.generate(p.prompt, tier=tier, max_new_tokens=max_new_tokens, decoding=mode)
-            for _ in range(runs)
-            for p in prompts
-        ]
+
+    def ask(prompt: str, max_tokens: int) -> GenerationResult:
+        return engine.generate(prompt, tier=tier, max_new_tokens=max_tokens, decoding=mode)
+
+    warm, results, peak_bytes = _warm_then_runs(ask, prompts, runs, max_new_tokens)
     return summarize(
         "npu-engine",
         tier,
@@ -139,8 +138,19 @@ def measure_speed(
         warm.model,
         [r.metrics for r in results],
         warm.metrics.load_seconds,
-        peak.peak_bytes,
+        peak_bytes,
     )
+
+
+def _warm_then_runs(
+    ask: Callable[[str, int], _R], prompts: Sequence[BenchPrompt], runs: int, max_new_tokens: int
+) -> tuple[_R, list[_R], int]:
+    """A short warm-up on the first prompt, then `runs` passes over `prompts`: the warm-up's
+    answer, the measured answers, and the process's peak RSS meanwhile."""
+    with peak_memory() as peak:
+        warm = ask(prompts[0].prompt, 8)
+        results = [ask(p.prompt, max_new_tokens) for _ in range(runs) for p in prompts]
+    return warm, results, peak.peak_bytes
 
 
 class Generator(Protocol):
@@ -164,14 +174,12 @@ def measure_baseline(
     load_seconds: float,
 ) -> SpeedSummary:
     """The same warm-up and runs as `measure_speed`, through a baseline."""
-    with peak_memory() as peak:
-        generate([{"role": "user", "content": prompts[0].prompt}], SamplingOptions(max_new_tokens=8))
-        results = [
-            generate([{"role": "user", "content": p.prompt}], SamplingOptions(max_new_tokens=max_new_tokens))
-            for _ in range(runs)
-            for p in prompts
-        ]
-    return summarize(system, tier, "CPU", mode, model, results, load_seconds, peak.peak_bytes)
+
+    def ask(prompt: str, max_tokens: int) -> RunFigures:
+        return generate([{"role": "user", "content": prompt}], SamplingOptions(max_new_tokens=max_tokens))
+
+    _, results, peak_bytes = _warm_then_runs(ask, prompts, runs, max_new_tokens)
+    return summarize(system, tier, "CPU", mode, model, results, load_seconds, peak_bytes)
 
 
 @dataclass(frozen=True)
@@ -295,6 +303,18 @@ def until_code_block(generate: Callable[[str, TextSink], str]) -> Callable[[str]
         return generate(prompt, sink)
 
     return answer
+
+
+def chat_answerer(
+    generate: Callable[[Sequence[Message], SamplingOptions, TextSink | None], RawGeneration],
+) -> Callable[[str], str]:
+    """An answerer over a pipeline or baseline that takes chat messages (one user turn per task)."""
+
+    def answer(prompt: str, sink: TextSink) -> str:
+        messages = [{"role": "user", "content": prompt}]
+        return generate(messages, SamplingOptions(max_new_tokens=QUALITY_MAX_NEW_TOKENS), sink).text
+
+    return until_code_block(answer)
 
 
 def measure_quality(

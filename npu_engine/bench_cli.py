@@ -9,7 +9,6 @@ scheduler reads.
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from npu_engine.bench import (
     QualitySummary,
     SpeedSummary,
     bench_prompts,
+    chat_answerer,
     measure_baseline,
     measure_concurrency,
     measure_load,
@@ -43,6 +43,7 @@ from npu_engine.device_profile import DeviceProfile, profile_path, write_profile
 from npu_engine.devices import DEVICE_KINDS, DeviceKind, Inventory, discover
 from npu_engine.engine import Decoding, Engine, fast_tier_generate
 from npu_engine.errors import NpuEngineError, UserInputError
+from npu_engine.files import write_text_atomically
 from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink
 from npu_engine.machine import decode_ceiling, decode_read_bytes, machine_facts, measure_read_bandwidth
 from npu_engine.manifest import Manifest
@@ -258,7 +259,7 @@ def _run(args: argparse.Namespace) -> int:
     if "quality" in plan.parts and real:
         _quality_runs(plan, catalog, store, real[0][1], results)
     results.seconds = time.monotonic() - started
-    out = _write(args.out, results, "npu-bench")
+    out = _write(args.out, results)
     if results.speed:
         print(speed_table(results.speed))
     measurements = to_measurements(results.speed)
@@ -476,13 +477,8 @@ def _quality_runs(
 def _llama_quality(gguf: Path, tier: str, tasks: list[CodingTask]) -> QualitySummary:
     llama = LlamaCppModel(gguf, context=4096)
     try:
-
-        def theirs(prompt: str, sink: TextSink) -> str:
-            messages = [{"role": "user", "content": prompt}]
-            return llama.generate(messages, SamplingOptions(max_new_tokens=QUALITY_MAX_NEW_TOKENS), sink).text
-
         return measure_quality(
-            "llama.cpp", tier, gguf.name, llama.quantization, "CPU", until_code_block(theirs), tasks
+            "llama.cpp", tier, gguf.name, llama.quantization, "CPU", chat_answerer(llama.generate), tasks
         )
     finally:
         llama.close()
@@ -504,25 +500,18 @@ def _quality(args: argparse.Namespace) -> int:
     if args.model not in catalog.models:
         raise UserInputError(f"unknown model {args.model!r} (known: {', '.join(sorted(catalog.models))})")
     store = ModelStore(engine_home())
-    recipes = _split(
-        args.recipes, [m.recipe.name for m in store.manifests() if m.model == args.model], "converted recipe"
-    )
+    conversions = {m.recipe.name: m for m in store.manifests() if m.model == args.model}
+    recipes = _split(args.recipes, list(conversions), "converted recipe")
     tasks = load_tasks(_split(args.languages, LANGUAGES, "language") or None)
     results = BenchResults(machine_facts(discover()))
-    conversions = {m.recipe.name: m for m in store.manifests() if m.model == args.model}
     for recipe in recipes:
         manifest = conversions[recipe]
         pipeline = OpenVinoPipeline(PipelineSpec(store.path(manifest.name), "CPU", cache_dir=store.cache_dir))
-
-        def ours(prompt: str, sink: TextSink, pipeline: OpenVinoPipeline = pipeline) -> str:
-            messages = [{"role": "user", "content": prompt}]
-            return pipeline.generate(
-                messages, SamplingOptions(max_new_tokens=QUALITY_MAX_NEW_TOKENS), sink
-            ).text
-
         _say(f"quality: {len(tasks)} tasks on {manifest.name}")
         results.quality.append(
-            measure_quality("npu-engine", "-", manifest.name, recipe, "CPU", until_code_block(ours), tasks)
+            measure_quality(
+                "npu-engine", "-", manifest.name, recipe, "CPU", chat_answerer(pipeline.generate), tasks
+            )
         )
         del pipeline
     if args.baseline:
@@ -532,7 +521,7 @@ def _quality(args: argparse.Namespace) -> int:
         else:
             results.quality.append(_llama_quality(gguf, "-", tasks))
     results.seconds = time.monotonic() - started
-    out = _write(args.out, results, "npu-bench")
+    out = _write(args.out, results)
     print(markdown(results))
     _say(f"results in {out}")
     return 0
@@ -544,9 +533,7 @@ def _routing(args: argparse.Namespace) -> int:
     prompts = load_labelled(args.prompts)
     if args.fit is not None:
         fitted = fit(rules, [p for p in prompts if p.split == "train"])
-        partial = args.fit.with_name(args.fit.name + ".partial")
-        partial.write_text(json.dumps(fitted.to_dict(), indent=1) + "\n")
-        os.replace(partial, args.fit)
+        write_text_atomically(args.fit, json.dumps(fitted.to_dict(), indent=1) + "\n")
         _say(
             f"rules fitted on {sum(p.split == 'train' for p in prompts)} training prompts "
             f"written to {args.fit}"
@@ -568,8 +555,7 @@ def _routing(args: argparse.Namespace) -> int:
         ]
     text = "\n\n".join(parts) + "\n"
     print(text)
-    folder = args.out or Path("npu-bench-results") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _results_folder(args.out)
     (folder / "routing.md").write_text(text)
     (folder / "routing.json").write_text(
         json.dumps([asdict(r) | {"accuracy": r.accuracy} for r in reports], indent=2) + "\n"
@@ -578,9 +564,15 @@ def _routing(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(out: Path | None, results: BenchResults, prefix: str) -> Path:
-    folder = out or Path(f"{prefix}-results") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+def _results_folder(out: Path | None) -> Path:
+    """`out`, else npu-bench-results/<UTC time>; created."""
+    folder = out or Path("npu-bench-results") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _write(out: Path | None, results: BenchResults) -> Path:
+    folder = _results_folder(out)
     write_plots(results, folder)
     (folder / "results.json").write_text(results.to_json())
     (folder / "summary.md").write_text(markdown(results))

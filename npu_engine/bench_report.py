@@ -10,6 +10,7 @@ from npu_engine.bench import ConcurrencyPoint, LoadTimes, QualitySummary, SpeedS
 from npu_engine.coding_tasks import LANGUAGES
 from npu_engine.devices import GB
 from npu_engine.machine import Bandwidth
+from npu_engine.markdown import markdown_table
 
 
 @dataclass
@@ -59,12 +60,22 @@ def speed_table(speed: Sequence[SpeedSummary]) -> str:
     """The engine's figures per tier, device and mode, beside llama.cpp's on the same weights and the
     memory-bandwidth ceiling of plain decoding."""
     baselines = {(s.system, s.tier, s.mode): s for s in speed if s.system != "npu-engine"}
-    rows = [
-        "| tier | model | device | mode | tokens/s | llama.cpp tokens/s | ours ÷ llama.cpp "
-        "| ceiling tokens/s | % of ceiling "
-        "| first token ms | llama.cpp first token ms | prompt tokens/s | peak RSS GB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "tier",
+        "model",
+        "device",
+        "mode",
+        "tokens/s",
+        "llama.cpp tokens/s",
+        "ours ÷ llama.cpp",
+        "ceiling tokens/s",
+        "% of ceiling",
+        "first token ms",
+        "llama.cpp first token ms",
+        "prompt tokens/s",
+        "peak RSS GB",
     ]
+    rows: list[list[object]] = []
     for s in speed:
         if s.system != "npu-engine":
             continue
@@ -74,53 +85,88 @@ def speed_table(speed: Sequence[SpeedSummary]) -> str:
         share = 100 * s.tokens_per_second.mean / ceiling if ceiling and not s.emulated else None
         device = s.device + (" (not a speed figure)" if s.emulated else "")
         rows.append(
-            f"| {s.tier} | {s.model} | {device} | {s.mode} | {s.tokens_per_second} | "
-            f"{llama.tokens_per_second if llama else 'n/a'} | {_num(ratio, 2)} | {_num(ceiling)} | "
-            f"{_num(share, 0)} | {s.ttft_ms} | {llama.ttft_ms if llama else 'n/a'} | "
-            f"{s.prompt_tokens_per_second} | {s.peak_rss_bytes / GB:.1f} |"
+            [
+                s.tier,
+                s.model,
+                device,
+                s.mode,
+                s.tokens_per_second,
+                llama.tokens_per_second if llama else "n/a",
+                _num(ratio, 2),
+                _num(ceiling),
+                _num(share, 0),
+                s.ttft_ms,
+                llama.ttft_ms if llama else "n/a",
+                s.prompt_tokens_per_second,
+                f"{s.peak_rss_bytes / GB:.1f}",
+            ]
         )
-    others = [s for s in speed if s.system not in ("npu-engine", "llama.cpp")]
-    for s in others:
-        rows.append(
-            f"| {s.tier} | {s.system}: {s.model} | {s.device} | {s.mode} | {s.tokens_per_second} | | | | | "
-            f"{s.ttft_ms} | | {s.prompt_tokens_per_second} | |"
-        )
-    return "\n".join(rows)
+    for s in speed:
+        if s.system not in ("npu-engine", "llama.cpp"):
+            rows.append(
+                [
+                    s.tier,
+                    f"{s.system}: {s.model}",
+                    s.device,
+                    s.mode,
+                    s.tokens_per_second,
+                    "",
+                    "",
+                    "",
+                    "",
+                    s.ttft_ms,
+                    "",
+                    s.prompt_tokens_per_second,
+                    "",
+                ]
+            )
+    return markdown_table(header, rows)
 
 
 def quality_table(quality: Sequence[QualitySummary]) -> str:
-    rows = [
-        "| system | tier | model | recipe | device | pass@1 | " + " | ".join(LANGUAGES) + " |",
-        "|---|---|---|---|---|---|" + "---|" * len(LANGUAGES),
-    ]
+    rows = []
     for q in quality:
         per = q.by_language()
-        cells = " | ".join(f"{per[lang][0]}/{per[lang][1]}" if lang in per else "–" for lang in LANGUAGES)
-        rows.append(
-            f"| {q.system} | {q.tier} | {q.model} | {q.recipe} | {q.device} | "
-            f"{q.pass_at_1:.0%} ({q.passed}/{len(q.outcomes)}) | {cells} |"
-        )
-    return "\n".join(rows)
+        cells = [f"{per[lang][0]}/{per[lang][1]}" if lang in per else "–" for lang in LANGUAGES]
+        pass_at_1 = f"{q.pass_at_1:.0%} ({q.passed}/{len(q.outcomes)})"
+        rows.append([q.system, q.tier, q.model, q.recipe, q.device, pass_at_1, *cells])
+    return markdown_table(["system", "tier", "model", "recipe", "device", "pass@1", *LANGUAGES], rows)
 
 
 def concurrency_table(points: Sequence[ConcurrencyPoint]) -> str:
-    rows = [
-        "| tier | device | simultaneous requests | completed | refused busy | tokens/s (all requests) "
-        "| latency p50 ms | latency p95 ms |",
-        "|---|---|---|---|---|---|---|---|",
+    header = [
+        "tier",
+        "device",
+        "simultaneous requests",
+        "completed",
+        "refused busy",
+        "tokens/s (all requests)",
+        "latency p50 ms",
+        "latency p95 ms",
     ]
-    rows += [
-        f"| {c.tier} | {c.device} | {c.requests} | {c.completed} | {c.busy} | {c.tokens_per_second:.1f} | "
-        f"{c.latency_p50_ms:.0f} | {c.latency_p95_ms:.0f} |"
-        for c in points
-    ]
-    return "\n".join(rows)
+    return markdown_table(
+        header,
+        (
+            [
+                c.tier,
+                c.device,
+                c.requests,
+                c.completed,
+                c.busy,
+                f"{c.tokens_per_second:.1f}",
+                f"{c.latency_p50_ms:.0f}",
+                f"{c.latency_p95_ms:.0f}",
+            ]
+            for c in points
+        ),
+    )
 
 
 def load_table(loads: Sequence[LoadTimes]) -> str:
-    rows = ["| model | device | cold load s (empty cache) | warm load s (cached) |", "|---|---|---|---|"]
-    rows += [f"| {x.model} | {x.device} | {x.cold_seconds:.1f} | {x.warm_seconds:.1f} |" for x in loads]
-    return "\n".join(rows)
+    return markdown_table(
+        ["model", "device", "cold load s (empty cache)", "warm load s (cached)"],
+        ([x.model, x.device, f"{x.cold_seconds:.1f}", f"{x.warm_seconds:.1f}"] for x in loads),
+    )
 
 
 def markdown(results: BenchResults) -> str:

@@ -2,11 +2,11 @@
 the engine so that plans and decoding modes follow measurements rather than defaults."""
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from npu_engine.errors import UserInputError
+from npu_engine.files import write_text_atomically
 from npu_engine.scheduler import Measurement
 
 PROFILE_NAME = "device-profile.json"
@@ -39,7 +39,4 @@ def read_profile(path: Path) -> DeviceProfile | None:
 
 def write_profile(path: Path, profile: DeviceProfile) -> None:
     """Write atomically: a reader never sees half a profile."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(asdict(profile), indent=2) + "\n", "utf-8")
-    os.replace(partial, path)
+    write_text_atomically(path, json.dumps(asdict(profile), indent=2) + "\n")

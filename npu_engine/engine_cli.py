@@ -14,7 +14,7 @@ from npu_engine.engine import Engine, GenerationResult, fast_tier_generate
 from npu_engine.errors import UserInputError
 from npu_engine.files import human_bytes
 from npu_engine.generation import Message
-from npu_engine.machine import package_version as _version
+from npu_engine.machine import package_version
 from npu_engine.recipes import load_recipe_book
 from npu_engine.router import Router, load_rules, model_classifier
 from npu_engine.scheduler import default_budget, plan
@@ -138,10 +138,6 @@ def _run(args: argparse.Namespace) -> int:
         history.append({"role": "assistant", "content": result.text})
 
 
-def package_version() -> str:
-    return _version("npu-engine") or "0.0.0"
-
-
 def _serve(args: argparse.Namespace, profile: str) -> int:
     import uvicorn
 
@@ -175,7 +171,7 @@ def _serve(args: argparse.Namespace, profile: str) -> int:
         allowed_hosts=tuple(args.allowed_host),
         allowed_origins=tuple(args.allowed_origin),
         max_body_bytes=args.max_body_bytes,
-        version=package_version(),
+        version=package_version("npu-engine") or "0.0.0",
     )
     print(f"npu-engine serving profile {profile!r} on http://{args.host}:{args.port}", file=sys.stderr)
     uvicorn.run(create_app(engine, config), host=args.host, port=args.port, log_level="warning")

@@ -1,6 +1,8 @@
-"""File helpers shared by the store, the sources and the manifests: hashing and folder sizes."""
+"""File helpers shared by the store, the sources and the manifests: hashing, folder sizes, and
+writing a small file so that no reader ever sees half of it."""
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +36,14 @@ def folder_files(folder: Path) -> list[Path]:
 def folder_size(folder: Path) -> int:
     """Bytes taken by the regular files below `folder`."""
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink())
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write `text` beside `path`, then rename it into place: readers see the old file or the new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(text, "utf-8")
+    os.replace(partial, path)
 
 
 def human_bytes(size: float) -> str:

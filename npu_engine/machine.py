@@ -20,6 +20,11 @@ import psutil
 from npu_engine.devices import GB, Inventory
 
 
+def cpu_threads() -> int:
+    """The threads this process may run on (what OpenVINO's CPU plugin uses, and llama.cpp is given)."""
+    return len(os.sched_getaffinity(0))
+
+
 @dataclass(frozen=True)
 class Bandwidth:
     bytes_per_second: float  # the best pass: the physical limit the ceilings use
@@ -37,7 +42,7 @@ def measure_read_bandwidth(
 ) -> Bandwidth:
     """Best of `repeats` parallel reads of a buffer much larger than the caches (numpy releases the
     GIL, so every thread reads its own slice at once)."""
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or cpu_threads()
     data = np.ones(buffer_bytes // 8, dtype=np.float64)
     slices = np.array_split(data, threads)
     rates = []
@@ -72,7 +77,7 @@ def machine_facts(inventory: Inventory) -> dict[str, Any]:
     return {
         "description": inventory.description,
         "cpu": cpus[0].full_name if cpus else platform.processor(),
-        "cpu_threads": len(os.sched_getaffinity(0)),
+        "cpu_threads": cpu_threads(),
         "memory_gb": round(inventory.memory_bytes / GB, 1),
         "devices": [{"name": d.name, "kind": d.kind, "full_name": d.full_name} for d in inventory.devices],
         "os": platform.platform(),

@@ -128,13 +128,9 @@ class Features:
     def __call__(self, text: str) -> tuple[dict[str, float], dict[str, list[str]]]:
         blocks = FENCED.findall(text)
         prose = FENCED.sub(" ", text)
-        lines = [line for line in prose.splitlines() if line.strip()]
-        code_lines = sum(1 for line in lines if CODE_LINE.search(line)) + sum(
-            block.count("\n") + 1 for block in blocks
-        )
-        code_chars = sum(len(block) for block in blocks) + sum(
-            len(line) for line in lines if CODE_LINE.search(line)
-        )
+        code_like = [line for line in prose.splitlines() if line.strip() and CODE_LINE.search(line)]
+        code_lines = len(code_like) + sum(block.count("\n") + 1 for block in blocks)
+        code_chars = sum(len(block) for block in blocks) + sum(len(line) for line in code_like)
         head = prose.strip()[:80]
         found: dict[str, list[str]] = {}
         for name, pattern in self._lexicons.items():

@@ -15,6 +15,7 @@ import numpy as np
 
 from npu_engine.data import read_lines
 from npu_engine.errors import UserInputError
+from npu_engine.markdown import markdown_table
 from npu_engine.router import TASKS, Features, Router, RouterRules
 
 
@@ -115,10 +116,14 @@ def fit(
 
 
 def confusion_table(report: RoutingReport) -> str:
-    header = "| labelled \\ decided | " + " | ".join(TASKS) + " | accuracy |"
-    rows = [header, "|---|" + "---|" * (len(TASKS) + 1)]
-    for task in TASKS:
-        right, total = report.per_task[task]
-        cells = " | ".join(str(report.confusion[task][other]) for other in TASKS)
-        rows.append(f"| {task} | {cells} | {right}/{total} |")
-    return "\n".join(rows)
+    return markdown_table(
+        ["labelled \\ decided", *TASKS, "accuracy"],
+        (
+            [
+                task,
+                *(report.confusion[task][other] for other in TASKS),
+                "{}/{}".format(*report.per_task[task]),
+            ]
+            for task in TASKS
+        ),
+    )

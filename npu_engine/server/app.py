@@ -21,6 +21,7 @@ from npu_engine.server.guard import Guard
 from npu_engine.server.metrics import Metrics
 from npu_engine.server.ollama_routes import ollama_router
 from npu_engine.server.openai_routes import openai_router
+from npu_engine.server.schemas import error_payload
 from npu_engine.server.service import ModelService, http_failure
 
 log = logging.getLogger("npu_engine.server")
@@ -29,11 +30,7 @@ log = logging.getLogger("npu_engine.server")
 def _error(
     request: Request, status: int, message: str, kind: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    if request.url.path.startswith("/v1"):
-        body: dict[str, Any] = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-    else:
-        body = {"error": message}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_payload(request.url.path, message, kind), status_code=status, headers=headers)
 
 
 def _field(location: tuple[Any, ...]) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 from npu_engine.server.config import ServerConfig
 from npu_engine.server.metrics import Metrics
+from npu_engine.server.schemas import error_payload
 
 log = logging.getLogger("npu_engine.server")
 
@@ -124,13 +125,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 async def _reply(send: Send, status: int, message: str, path: str) -> None:
-    """An error in the protocol the path speaks: OpenAI's shape under /v1, Ollama's elsewhere."""
-    if path.startswith("/v1"):
-        kind = {401: "authentication_error", 403: "permission_error", 413: "invalid_request_error"}[status]
-        payload: dict[str, Any] = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-    else:
-        payload = {"error": message}
-    body = json.dumps(payload).encode()
+    kind = {401: "authentication_error", 403: "permission_error", 413: "invalid_request_error"}[status]
+    body = json.dumps(error_payload(path, message, kind)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))

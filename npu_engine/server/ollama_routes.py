@@ -32,8 +32,12 @@ DEFAULT_PREDICT = 512
 NS = 1_000_000_000
 
 
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return _rfc3339(datetime.now(UTC))
 
 
 def _options(options: OllamaOptions | None) -> dict[str, Any]:
@@ -118,7 +122,7 @@ def ollama_router(service: ModelService) -> APIRouter:
             expires = (
                 "0001-01-01T00:00:00Z"
                 if math.isinf(keep)
-                else (datetime.now(UTC) + timedelta(seconds=keep)).isoformat().replace("+00:00", "Z")
+                else _rfc3339(datetime.now(UTC) + timedelta(seconds=keep))
             )
             running.append(
                 {

@@ -12,7 +12,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from npu_engine.engine import GenerationResult
 from npu_engine.generation import Message
-from npu_engine.server.schemas import ChatCompletionRequest, CompletionRequest, _OpenAISampling
+from npu_engine.server.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    _OpenAISampling,
+    openai_error,
+)
 from npu_engine.server.service import ModelService, Served, mid_stream_message
 
 DEFAULT_MAX_TOKENS = 512
@@ -171,6 +176,5 @@ async def _sse(
                 yield f"data: {json.dumps(usage_event)}\n\n"
     except Exception as error:  # after the status line: the stream itself carries the error
         log.exception("stream failed")
-        failure = {"error": {"message": mid_stream_message(error), "type": "server_error"}}
-        yield f"data: {json.dumps(failure)}\n\n"
+        yield f"data: {json.dumps(openai_error(mid_stream_message(error), 'server_error'))}\n\n"
     yield "data: [DONE]\n\n"

@@ -94,6 +94,11 @@ class OllamaShowRequest(_Lenient):
     name: str | None = Field(default=None, max_length=200)  # older clients
 
 
-def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def openai_error(message: str, kind: str) -> dict[str, Any]:
     """OpenAI's error shape."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def error_payload(path: str, message: str, kind: str) -> dict[str, Any]:
+    """An error in the protocol the path speaks: OpenAI's shape under /v1, Ollama's elsewhere."""
+    return openai_error(message, kind) if path.startswith("/v1") else {"error": message}

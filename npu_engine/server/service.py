@@ -83,10 +83,11 @@ class ModelService:
 
     def resolve(self, model: str) -> Served:
         name = model.removesuffix(":latest")
-        for served in self.served():
+        every = self.served()
+        for served in every:
             if served.name == name:
                 return served
-        known = ", ".join(s.name for s in self.served())
+        known = ", ".join(s.name for s in every)
         raise UnknownModelError(f"model {model!r} is not served here (known: {known})")
 
     def _tier_for(self, model: str) -> str | None:
