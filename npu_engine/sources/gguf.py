@@ -1,9 +1,10 @@
-"""A GGUF file as a source: checked whole, architecture supported, hashed."""
+"""A GGUF file as a source: checked whole, architecture supported, metadata consistent, hashed."""
 
 from pathlib import Path
 
 from npu_engine.errors import SourceError
 from npu_engine.files import sha256_file
+from npu_engine.gguf_checks import check_convertible
 from npu_engine.gguf_file import read_gguf
 from npu_engine.progress import Reporter
 from npu_engine.sources import ResolvedSource, slug
@@ -24,6 +25,7 @@ def resolve_gguf(
         raise SourceError(
             f"{path}: GGUF architecture {info.architecture!r} is not supported (supported: {supported})"
         )
+    check_convertible(info)
     if digest is None:
         with reporter.step(f"hashing {path.name}", total=path.stat().st_size) as advance:
             digest = sha256_file(path, advance)
