@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from npu_engine.catalog import Catalog
-from npu_engine.errors import DiskSpaceError, ModelExistsError, ModelNotFoundError
+from npu_engine.errors import ModelExistsError, ModelNotFoundError
 from npu_engine.files import folder_size, human_bytes
 from npu_engine.manifest import MANIFEST_NAME, Manifest, SourceInfo, hash_folder
 from npu_engine.progress import Reporter
@@ -22,6 +22,12 @@ from npu_engine.store import ModelStore, check_name
 GGUF_DEQUANT_BYTES = 4.0
 FLOAT_EXPORT_BYTES = 4.0
 SLACK_BYTES = 512 << 20
+# A failure that leaves less than this free is taken for a full disk, whatever its message says:
+# OpenVINO reports a failed write as a bare "iostream error".
+NEARLY_FULL_BYTES = 64 << 20
+# How the libraries word a full disk when they do not raise OSError(ENOSPC): safetensors
+# ("IoError(Os { code: 28, kind: StorageFull, ...})"), C++ runtimes, Python.
+DISK_FULL_WORDS = ("no space left on device", "storagefull", "os error 28", "disk quota exceeded")
 
 
 @dataclass(frozen=True)
@@ -85,27 +91,23 @@ class Converter:
         )
         recipe = self.recipes.choose(request.device, source.parameters, request.recipe)
         name = check_name(request.name or f"{source.default_name}-{recipe.name}")
-        existing = self._existing(name)
-        if existing is not None and not request.force:
-            if (existing.source.digest, existing.recipe, existing.device) == (
-                source.digest,
-                recipe,
-                request.device,
-            ):
-                return ConvertResult(existing, self.store.path(name), True, time.monotonic() - started)
-            raise ModelExistsError(
-                f"model {name!r} already exists (from {existing.source.id}, recipe {existing.recipe.name}); "
-                "use --force to replace it or --name to keep both"
-            )
-        self.store.require_free_space(space_needed(source, recipe))
-        try:
-            path, manifest = self._build(source, recipe, request, name, replace=existing is not None)
-        except OSError as error:
-            if error.errno == errno.ENOSPC:
-                raise DiskSpaceError(
-                    f"the disk filled up while converting {name} into {self.store.root}"
-                ) from None
-            raise
+        waiting = f"waiting for another conversion of {name} to finish"
+        with self.store.converting(name, on_wait=lambda: self.reporter.info(waiting)):
+            existing = self._existing(name)
+            if existing is not None and not request.force:
+                if (existing.source.digest, existing.recipe, existing.device) == (
+                    source.digest,
+                    recipe,
+                    request.device,
+                ):
+                    return ConvertResult(existing, self.store.path(name), True, time.monotonic() - started)
+                raise ModelExistsError(
+                    f"model {name!r} already exists (from {existing.source.id}, "
+                    f"recipe {existing.recipe.name}); use --force to replace it or --name to keep both"
+                )
+            needed = space_needed(source, recipe)
+            self.store.require_free_space(needed)
+            path, manifest = self._build(source, recipe, request, name, existing is not None, needed)
         return ConvertResult(manifest, path, False, time.monotonic() - started)
 
     def _existing(self, name: str) -> Manifest | None:
@@ -115,43 +117,66 @@ class Converter:
             return None
 
     def _build(
-        self, source: ResolvedSource, recipe: Recipe, request: ConvertRequest, name: str, replace: bool
+        self,
+        source: ResolvedSource,
+        recipe: Recipe,
+        request: ConvertRequest,
+        name: str,
+        replace: bool,
+        needed: int,
     ) -> tuple[Path, Manifest]:
         from npu_engine import export
 
         export.quiet_libraries()
         with self.store.staging() as stage:
-            hf_folder = source.path
-            if source.gguf is not None:
-                hf_folder = stage / "hf"
-                with self.reporter.step(
-                    f"de-quantizing {source.path.name} ({source.parameters / 1e6:.0f}M weights)"
-                ):
-                    export.dequantize_gguf(source.gguf, hf_folder)
-            model_folder = stage / "model"
-            with self.reporter.step(f"exporting to OpenVINO IR with recipe {recipe.name}"):
-                export.export_ir(hf_folder, model_folder, recipe, request.trust_remote_code)
-            if hf_folder != source.path:
-                shutil.rmtree(hf_folder)
+            try:
+                return self._build_in(stage, source, recipe, request, name, replace)
+            except Exception as error:
+                # Judged before the staging folder goes: then the disk is still as full as it was.
+                if not disk_filled(error, self.store.disk_free()):
+                    raise
+                raise self.store.disk_full(f"converting {name}", needed) from None
+
+    def _build_in(
+        self,
+        stage: Path,
+        source: ResolvedSource,
+        recipe: Recipe,
+        request: ConvertRequest,
+        name: str,
+        replace: bool,
+    ) -> tuple[Path, Manifest]:
+        from npu_engine import export
+
+        hf_folder = source.path
+        if source.gguf is not None:
+            hf_folder = stage / "hf"
             with self.reporter.step(
-                "hashing the converted files", total=folder_size(model_folder)
-            ) as advance:
-                files = hash_folder(model_folder, advance)
-            manifest = Manifest(
-                name=name,
-                model=source.default_name,
-                source=SourceInfo(kind=source.kind, id=source.id, digest=source.digest),
-                recipe=recipe,
-                device=request.device,
-                parameters=source.parameters,
-                architecture=source.architecture,
-                context_length=source.context_length,
-                files=files,
-                tool_versions=export.tool_versions(),
-                created=datetime.now(UTC).isoformat(timespec="seconds"),
-            )
-            (model_folder / MANIFEST_NAME).write_text(manifest.to_json(), "utf-8")
-            path = self.store.commit(model_folder, name, replace=replace)
+                f"de-quantizing {source.path.name} ({source.parameters / 1e6:.0f}M weights)"
+            ):
+                export.dequantize_gguf(source.gguf, hf_folder)
+        model_folder = stage / "model"
+        with self.reporter.step(f"exporting to OpenVINO IR with recipe {recipe.name}"):
+            export.export_ir(hf_folder, model_folder, recipe, request.trust_remote_code)
+        if hf_folder != source.path:
+            shutil.rmtree(hf_folder)
+        with self.reporter.step("hashing the converted files", total=folder_size(model_folder)) as advance:
+            files = hash_folder(model_folder, advance)
+        manifest = Manifest(
+            name=name,
+            model=source.default_name,
+            source=SourceInfo(kind=source.kind, id=source.id, digest=source.digest),
+            recipe=recipe,
+            device=request.device,
+            parameters=source.parameters,
+            architecture=source.architecture,
+            context_length=source.context_length,
+            files=files,
+            tool_versions=export.tool_versions(),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        (model_folder / MANIFEST_NAME).write_text(manifest.to_json(), "utf-8")
+        path = self.store.commit(model_folder, name, replace=replace)
         return path, manifest
 
     def convert_tier(
@@ -171,6 +196,24 @@ class Converter:
             )
             for model in models
         ]
+
+
+def disk_filled(error: BaseException, free: int) -> bool:
+    """Whether `error`, raised while converting with `free` bytes left on the store's disk, is a full disk.
+
+    The libraries wrap ENOSPC in their own exceptions (SafetensorError, RuntimeError, our own
+    ConversionError), so the whole chain of causes is searched, and a nearly full disk settles
+    messages that say nothing more than "iostream error"."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(words in str(current).lower() for words in DISK_FULL_WORDS):
+            return True
+        current = current.__cause__ or current.__context__
+    return free < NEARLY_FULL_BYTES
 
 
 def describe(result: ConvertResult) -> str:

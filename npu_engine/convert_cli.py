@@ -100,12 +100,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "verify":
         return _verify(store, args.name, reporter)
     manifest = store.remove(args.name)
-    print(f"removed {manifest.name} ({human_bytes(manifest.size)})")
+    if manifest is None:
+        print(f"removed {args.name} (it was not a complete model)")
+    else:
+        print(f"removed {manifest.name} ({human_bytes(manifest.size)})")
     return 0
 
 
 def _list(store: ModelStore) -> int:
     manifests = store.manifests()
+    for name, why in store.broken():
+        print(f"{name}: not a model ({why}); npu-convert rm {name} removes it", file=sys.stderr)
     if not manifests:
         print(f"no models in {store.models_dir}")
         return 0

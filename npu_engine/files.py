@@ -3,6 +3,7 @@ writing a small file so that no reader ever sees half of it."""
 
 import hashlib
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,9 +42,20 @@ def folder_size(folder: Path) -> int:
 def write_text_atomically(path: Path, text: str) -> None:
     """Write `text` beside `path`, then rename it into place: readers see the old file or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    # Unique per writer: threads of one process may write the same file at once.
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     partial.write_text(text, "utf-8")
     os.replace(partial, path)
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the file system holding `path` (or its nearest existing parent)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
 
 
 def human_bytes(size: float) -> str:

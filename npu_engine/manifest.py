@@ -4,8 +4,9 @@ A folder counts as a model only when its `manifest.json` parses and names every 
 """
 
 import json
+import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from npu_engine.files import ByteProgress, folder_files, sha256_file
@@ -13,6 +14,13 @@ from npu_engine.recipes import DeviceClass, Recipe
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+# A manifest lists a handful of files; anything near this size is not one of ours.
+MAX_MANIFEST_BYTES = 1 << 20
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class ManifestError(ValueError):
+    """A manifest.json that is absent, unreadable or not a manifest; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -74,11 +82,57 @@ class Manifest:
 
 
 def read_manifest(folder: Path) -> Manifest:
-    """Parse `folder/manifest.json`; raises ValueError/KeyError/OSError when absent or malformed."""
-    raw = json.loads((folder / MANIFEST_NAME).read_text("utf-8"))
+    """Parse `folder/manifest.json`; ManifestError (a ValueError) when absent or malformed, or when
+    it names another model than its folder's."""
+    path = folder / MANIFEST_NAME
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as error:
+        raise ManifestError(f"{MANIFEST_NAME} cannot be read ({error.strerror or error})") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES:,} bytes")
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ManifestError(f"{MANIFEST_NAME} is nested too deeply to be a manifest") from None
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        raise ManifestError(f"{MANIFEST_NAME} is not valid JSON ({error})") from None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{MANIFEST_NAME} holds a JSON {type(raw).__name__}, not an object")
     if raw.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"manifest format {raw.get('format_version')!r} is not {FORMAT_VERSION}")
-    return Manifest.from_dict(raw)
+        raise ManifestError(f"manifest format {raw.get('format_version')!r} is not {FORMAT_VERSION}")
+    try:
+        manifest = Manifest.from_dict(raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ManifestError(f"{MANIFEST_NAME} is malformed ({type(error).__name__}: {error})") from None
+    problem = _entry_problem(manifest)
+    if problem:
+        raise ManifestError(f"{MANIFEST_NAME} is malformed ({problem})")
+    if manifest.name != folder.name:
+        # Paths are built from the name: a copied or renamed folder must not stand for another model.
+        raise ManifestError(f"{MANIFEST_NAME} names the model {manifest.name!r}, not {folder.name!r}")
+    return manifest
+
+
+def _entry_problem(manifest: Manifest) -> str | None:
+    """What is wrong with the values a store and an engine act on: names, file paths, sizes, hashes."""
+    for field in (manifest.name, manifest.model, manifest.architecture, manifest.created):
+        if not isinstance(field, str):
+            return f"{field!r} is not text"
+    if not manifest.files:
+        return "it lists no files"
+    for entry in manifest.files:
+        if not isinstance(entry.path, str):
+            return f"file path {entry.path!r} is not text"
+        parts = PurePosixPath(entry.path).parts
+        if not parts or entry.path.startswith("/") or ".." in parts or "\\" in entry.path:
+            return f"file path {entry.path!r} is not inside the model folder"
+        if not isinstance(entry.sha256, str) or not SHA256_HEX.fullmatch(entry.sha256):
+            return f"{entry.path}: sha256 {entry.sha256!r} is not 64 hex digits"
+        if isinstance(entry.size, bool) or not isinstance(entry.size, int) or entry.size < 0:
+            return f"{entry.path}: size {entry.size!r} is not a byte count"
+    return None
 
 
 def hash_folder(folder: Path, on_bytes: ByteProgress | None = None) -> tuple[FileEntry, ...]:

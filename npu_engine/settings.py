@@ -9,8 +9,18 @@ def engine_home() -> Path:
     explicit = os.environ.get("NPU_ENGINE_HOME")
     if explicit:
         return Path(explicit).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "npu-engine"
+    return user_cache_home() / "npu-engine"
+
+
+def user_cache_home() -> Path:
+    """`$XDG_CACHE_HOME`, else ~/.cache."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")).expanduser()
+
+
+def compiled_cache_setting() -> Path | None:
+    """`$NPU_ENGINE_COMPILED_CACHE`: where OpenVINO's compiled models go, when set (see ModelStore)."""
+    explicit = os.environ.get("NPU_ENGINE_COMPILED_CACHE")
+    return Path(explicit).expanduser() if explicit else None
 
 
 def ollama_models_dir() -> Path:

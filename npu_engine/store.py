@@ -5,28 +5,46 @@ Layout under the root:
   .staging/<id>/        conversions under way; each holds an flock on its `.lock` while alive
   .replaced/<name>.<id> an old model being swapped out by `--force`; restored if the swap died
   .removing/<id>        a model being deleted
-  cache/                OpenVINO's compiled-model cache
+  .converting/<name>.lock  held by the one conversion that may write model <name>
+  cache/                OpenVINO's compiled-model cache and the verification stamps, unless the
+                        store is read-only (see `ModelStore.cache_dir`)
 
 A conversion killed at any point leaves either the old state or the new one: staging folders whose
-owner died are swept on the next open, and a half-done swap is rolled back.
+owner died are swept on the next open, and a half-done swap is rolled back. A read-only store can
+still be listed, verified and served; writing to it is refused with one StoreError.
 """
 
+import errno
 import fcntl
+import logging
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from npu_engine.errors import DiskSpaceError, ModelNotFoundError, UserInputError
-from npu_engine.files import human_bytes
-from npu_engine.manifest import Manifest, read_manifest
+from npu_engine.errors import (
+    DiskSpaceError,
+    ModelExistsError,
+    ModelNotFoundError,
+    StoreError,
+    UserInputError,
+)
+from npu_engine.files import human_bytes, mount_point
+from npu_engine.integrity import FileChecker
+from npu_engine.manifest import Manifest, ManifestError, read_manifest
+from npu_engine.settings import compiled_cache_setting, user_cache_home
+
+log = logging.getLogger("npu_engine")
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 DiskFree = Callable[[Path], int]
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _disk_free(path: Path) -> int:
@@ -43,29 +61,44 @@ def check_name(name: str) -> str:
 
 
 class ModelStore:
-    """Converted models under `root`. `disk_free` is injectable so that a full disk can be tested."""
+    """Converted models under `root`. `disk_free` is injectable so that a full disk can be tested.
 
-    def __init__(self, root: Path, disk_free: DiskFree = _disk_free) -> None:
+    `cache_dir` places OpenVINO's compiled-model cache (and the stamps of verified model files);
+    None means `$NPU_ENGINE_COMPILED_CACHE`, else `<root>/cache`, else, when the store is
+    read-only, `$XDG_CACHE_HOME/npu-engine/cache`.
+    """
+
+    def __init__(self, root: Path, disk_free: DiskFree = _disk_free, cache_dir: Path | None = None) -> None:
         self.root = root
         self.models_dir = root / "models"
-        self.cache_dir = root / "cache"
         self._staging_dir = root / ".staging"
         self._replaced_dir = root / ".replaced"
         self._removing_dir = root / ".removing"
+        self._converting_dir = root / ".converting"
         self._disk_free = disk_free
+        self._explicit_cache = cache_dir
+        self._cache: tuple[Path | None] | None = None
+        self._checker: FileChecker | None = None
 
     # -- reading ---------------------------------------------------------------------------------
 
     def manifests(self) -> list[Manifest]:
-        """Every complete model, by name."""
+        """Every complete model, by name; folders that are not (see `broken`) are left out."""
+        return [found for found in self._scan() if isinstance(found, Manifest)]
+
+    def broken(self) -> list[tuple[str, str]]:
+        """(name, why) for each folder under models/ that is not a complete model."""
+        return [found for found in self._scan() if not isinstance(found, Manifest)]
+
+    def _scan(self) -> list[Manifest | tuple[str, str]]:
         if not self.models_dir.is_dir():
             return []
-        found = []
+        found: list[Manifest | tuple[str, str]] = []
         for folder in sorted(self.models_dir.iterdir()):
             try:
                 found.append(read_manifest(folder))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+            except ManifestError as error:
+                found.append((folder.name, str(error)))
         return found
 
     def path(self, name: str) -> Path:
@@ -73,19 +106,68 @@ class ModelStore:
 
     def get(self, name: str) -> Manifest:
         """The manifest of model `name`; ModelNotFoundError when there is no complete model of that name."""
+        folder = self.path(name)
         try:
-            return read_manifest(self.path(name))
-        except (OSError, ValueError, KeyError, TypeError):
+            return read_manifest(folder)
+        except ManifestError as error:
+            if folder.is_dir():
+                raise ModelNotFoundError(
+                    f"{name} in {self.models_dir} is not a complete model: {error}"
+                ) from None
             known = ", ".join(manifest.name for manifest in self.manifests()) or "none"
             raise ModelNotFoundError(
                 f"no model named {name!r} in {self.models_dir} (models: {known})"
             ) from None
 
+    @property
+    def cache_dir(self) -> Path | None:
+        """Where OpenVINO keeps compiled models: a writable folder, or None to compile on each load."""
+        if self._cache is None:
+            self._cache = (self._find_cache(),)
+        return self._cache[0]
+
+    def _find_cache(self) -> Path | None:
+        explicit = self._explicit_cache or compiled_cache_setting()
+        candidates = (
+            [explicit] if explicit else [self.root / "cache", user_cache_home() / "npu-engine" / "cache"]
+        )
+        for candidate in candidates:
+            if _writable_folder(candidate):
+                return candidate
+        log.warning(
+            "no writable folder for the compiled-model cache (tried %s): models compile on every load",
+            ", ".join(str(c) for c in candidates),
+        )
+        return None
+
+    def checked_path(self, manifest: Manifest, allow_modified: bool = False) -> Path:
+        """The folder of `manifest`'s model once its files match the manifest.
+
+        Sizes are checked on every call; each file's sha256 on first use and whenever its size,
+        mtime or ctime changed since it was last hashed (a stamp beside the compiled cache). A
+        mismatch raises StoreError naming the file, unless `allow_modified`, which only logs it.
+        """
+        folder = self.path(manifest.name)
+        if self._checker is None:
+            cache = self.cache_dir
+            self._checker = FileChecker(cache / "verified" if cache else None)
+        problems = self._checker.problems(folder, manifest)
+        if problems:
+            detail = "; ".join(problems)
+            if not allow_modified:
+                raise StoreError(
+                    f"model {manifest.name} does not match its manifest ({detail}): reconvert it with "
+                    "npu-convert --force, or allow modified models (--allow-modified-models)"
+                )
+            log.warning("model %s does not match its manifest (%s); served as allowed", manifest.name, detail)
+        return folder
+
     # -- writing ---------------------------------------------------------------------------------
 
     def require_free_space(self, needed: int) -> None:
         """Raise DiskSpaceError unless `needed` bytes are free where the store lives."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        with self._writing("convert into it"):
+            self.root.mkdir(parents=True, exist_ok=True)
         free = self._disk_free(self.root)
         if free < needed:
             raise DiskSpaceError(
@@ -93,16 +175,49 @@ class ModelStore:
                 f"{human_bytes(needed)} needed, {human_bytes(free)} free"
             )
 
+    def disk_free(self) -> int:
+        """Bytes free on the store's disk now (0 when the store does not exist)."""
+        return self._disk_free(self.root) if self.root.exists() else 0
+
+    def disk_full(self, doing: str, needed: int | None = None) -> DiskSpaceError:
+        """The error for a disk that filled up while `doing`: which disk, what is free now."""
+        free = self.disk_free()
+        wanted = f", about {human_bytes(needed)} needed at the peak" if needed else ""
+        return DiskSpaceError(
+            f"the disk at {mount_point(self.root)} filled up while {doing} in {self.root} "
+            f"({human_bytes(free)} free{wanted}); free some space or point NPU_ENGINE_HOME at a bigger disk"
+        )
+
+    @contextmanager
+    def converting(self, name: str, on_wait: Callable[[], None]) -> Iterator[None]:
+        """Hold the right to write model `name`; a second conversion of it waits here for the first.
+
+        The lock files stay: deleting one while another process waits on it would let a third
+        process lock a new file of the same name alongside."""
+        with self._writing(f"convert {name}"):
+            self._converting_dir.mkdir(parents=True, exist_ok=True)
+            lock = (self._converting_dir / f"{check_name(name)}.lock").open("a")
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                on_wait()
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+        finally:
+            lock.close()
+
     @contextmanager
     def staging(self) -> Iterator[Path]:
         """A fresh private folder beside the models; removed on exit unless committed away."""
         self.recover()
-        self._staging_dir.mkdir(parents=True, exist_ok=True)
-        folder = self._staging_dir / uuid.uuid4().hex
-        # Lock first, then create: a concurrent recover() never sees our folder unlocked.
-        lock = (folder.parent / f"{folder.name}.lock").open("w")
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        folder.mkdir()
+        with self._writing("convert into it"):
+            self._staging_dir.mkdir(parents=True, exist_ok=True)
+            folder = self._staging_dir / uuid.uuid4().hex
+            # Lock first, then create: a concurrent recover() never sees our folder unlocked.
+            lock = (folder.parent / f"{folder.name}.lock").open("w")
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            folder.mkdir()
         try:
             yield folder
         finally:
@@ -118,11 +233,11 @@ class ModelStore:
         not a complete model (no readable manifest) is swapped out too.
         """
         target = self.path(name)
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        with self._store_lock():
+        with self._writing(f"add {name}"), self._store_lock():
+            self.models_dir.mkdir(parents=True, exist_ok=True)
             if target.exists():
                 if not replace and any(m.name == name for m in self.manifests()):
-                    raise AssertionError("commit over an existing model without replace")
+                    raise ModelExistsError(f"model {name!r} appeared in the store during this conversion")
                 self._replaced_dir.mkdir(parents=True, exist_ok=True)
                 old = self._replaced_dir / f"{name}.{uuid.uuid4().hex}"
                 os.rename(target, old)
@@ -132,13 +247,20 @@ class ModelStore:
                 os.rename(staged, target)
         return target
 
-    def remove(self, name: str) -> Manifest:
-        """Delete model `name`: first renamed out of the listing, then deleted."""
-        manifest = self.get(name)
-        self._removing_dir.mkdir(parents=True, exist_ok=True)
-        with self._store_lock():
+    def remove(self, name: str) -> Manifest | None:
+        """Delete model `name`, first renamed out of the listing, then deleted; also a folder of
+        that name that is not a complete model (then None is returned)."""
+        folder = self.path(name)
+        try:
+            manifest: Manifest | None = self.get(name)
+        except ModelNotFoundError:
+            if not folder.is_dir():
+                raise
+            manifest = None
+        with self._writing(f"remove {name}"), self._store_lock():
+            self._removing_dir.mkdir(parents=True, exist_ok=True)
             doomed = self._removing_dir / uuid.uuid4().hex
-            os.rename(self.path(name), doomed)
+            os.rename(folder, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
         return manifest
 
@@ -146,7 +268,7 @@ class ModelStore:
         """Undo what killed processes left: dead staging folders, half-swapped and half-removed models."""
         if not self.root.exists():
             return
-        with self._store_lock():
+        with self._writing("write to it"), self._store_lock():
             for old in _children(self._replaced_dir):
                 name = old.name.rsplit(".", 1)[0]
                 target = self.models_dir / name
@@ -174,6 +296,32 @@ class ModelStore:
         with (self.root / ".lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
+
+    @contextmanager
+    def _writing(self, action: str) -> Iterator[None]:
+        """Turn a read-only or full store into one line; other OS errors stay bugs."""
+        try:
+            yield
+        except OSError as error:
+            if error.errno in READ_ONLY:
+                reason = error.strerror or "not writable"
+                raise StoreError(
+                    f"cannot {action}: the model store {self.root} is read-only ({reason})"
+                ) from None
+            if error.errno in DISK_FULL:
+                raise self.disk_full(f"trying to {action}") from None
+            raise
+
+
+def _writable_folder(folder: Path) -> bool:
+    """True when files can be created in `folder` (made if missing); mode bits, read-only mounts
+    and immutable flags all count, which os.access alone would not show for root."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            return True
+    except OSError:
+        return False
 
 
 def _children(folder: Path) -> list[Path]:
