@@ -1,6 +1,7 @@
 """`npu-convert` as a library: a model source in, a verified OpenVINO IR model in the store out."""
 
 import errno
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -17,17 +18,23 @@ from npu_engine.sources import ResolvedSource
 from npu_engine.sources.resolve import resolve_source
 from npu_engine.store import ModelStore, check_name
 
+log = logging.getLogger("npu_engine")
+
 # Bytes per weight written on the way: the float32 folder de-quantized from a GGUF, the float
 # export optimum writes before compressing, and the compressed result; plus room for the tokenizer.
 GGUF_DEQUANT_BYTES = 4.0
 FLOAT_EXPORT_BYTES = 4.0
 SLACK_BYTES = 512 << 20
-# A failure that leaves less than this free is taken for a full disk, whatever its message says:
-# OpenVINO reports a failed write as a bare "iostream error".
-NEARLY_FULL_BYTES = 64 << 20
 # How the libraries word a full disk when they do not raise OSError(ENOSPC): safetensors
-# ("IoError(Os { code: 28, kind: StorageFull, ...})"), C++ runtimes, Python.
+# ("I/O error: No space left on device (os error 28)"), C++ runtimes, Python.
 DISK_FULL_WORDS = ("no space left on device", "storagefull", "os error 28", "disk quota exceeded")
+# OpenVINO reports a failed write as a bare "basic_ios::clear: iostream error", and deletes the
+# partial file first (84 MB were free again when a 600 MB disk filled up while exporting
+# SmolLM2): a write failure with less than WRITE_FAILED_BYTES free is taken for a full disk, and
+# any failure with less than NEARLY_FULL_BYTES free.
+WRITE_FAILURE_WORDS = ("iostream error", "i/o error", "input/output error", "failed to write", "write error")
+WRITE_FAILED_BYTES = 512 << 20
+NEARLY_FULL_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -132,10 +139,12 @@ class Converter:
             try:
                 return self._build_in(stage, source, recipe, request, name, replace)
             except Exception as error:
-                # Judged before the staging folder goes: then the disk is still as full as it was.
+                # Judged before the staging folder goes, while the disk is as full as it was;
+                # reported after, with the space the user really has.
                 if not disk_filled(error, self.store.disk_free()):
                     raise
-                raise self.store.disk_full(f"converting {name}", needed) from None
+                log.info("converting %s: a full disk (%s: %s)", name, type(error).__name__, error)
+        raise self.store.disk_full(f"converting {name}", needed)
 
     def _build_in(
         self,
@@ -202,18 +211,20 @@ def disk_filled(error: BaseException, free: int) -> bool:
     """Whether `error`, raised while converting with `free` bytes left on the store's disk, is a full disk.
 
     The libraries wrap ENOSPC in their own exceptions (SafetensorError, RuntimeError, our own
-    ConversionError), so the whole chain of causes is searched, and a nearly full disk settles
-    messages that say nothing more than "iostream error"."""
+    ConversionError), so the whole chain of causes is searched."""
     seen: set[int] = set()
     current: BaseException | None = error
+    write_failed = False
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if any(words in str(current).lower() for words in DISK_FULL_WORDS):
+        text = str(current).lower()
+        if any(words in text for words in DISK_FULL_WORDS):
             return True
+        write_failed = write_failed or any(words in text for words in WRITE_FAILURE_WORDS)
         current = current.__cause__ or current.__context__
-    return free < NEARLY_FULL_BYTES
+    return free < (WRITE_FAILED_BYTES if write_failed else NEARLY_FULL_BYTES)
 
 
 def describe(result: ConvertResult) -> str:

@@ -180,12 +180,12 @@ class ModelStore:
         return self._disk_free(self.root) if self.root.exists() else 0
 
     def disk_full(self, doing: str, needed: int | None = None) -> DiskSpaceError:
-        """The error for a disk that filled up while `doing`: which disk, what is free now."""
-        free = self.disk_free()
-        wanted = f", about {human_bytes(needed)} needed at the peak" if needed else ""
+        """The error for a disk that filled up while `doing`: which disk, and what is free now."""
+        wanted = f"about {human_bytes(needed)} needed at the peak, " if needed else ""
         return DiskSpaceError(
             f"the disk at {mount_point(self.root)} filled up while {doing} in {self.root} "
-            f"({human_bytes(free)} free{wanted}); free some space or point NPU_ENGINE_HOME at a bigger disk"
+            f"({wanted}{human_bytes(self.disk_free())} free now that the partial files are gone); "
+            "free some space or point NPU_ENGINE_HOME at a bigger disk"
         )
 
     @contextmanager

@@ -1,6 +1,7 @@
 """The store against hostile or odd states: malformed manifests, a read-only store, two conversions of
 one model at once, and model files that no longer match their manifest (no model needed)."""
 
+import errno
 import json
 import os
 import subprocess
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from npu_engine.cli_support import run_cli
-from npu_engine.errors import ModelNotFoundError, StoreError
+from npu_engine.convert import disk_filled
+from npu_engine.errors import ConversionError, ModelNotFoundError, StoreError
 from npu_engine.files import sha256_file
 from npu_engine.integrity import FileChecker
 from npu_engine.manifest import MANIFEST_NAME, ManifestError, read_manifest
@@ -187,3 +189,37 @@ def test_hashes_are_reused_until_a_file_changes(tmp_path: Path) -> None:
         "marker has changed (its sha256 is not the manifest's)"
     ]
     assert hashing.calls == 2
+
+
+def _wrapped(inner: BaseException) -> BaseException:
+    """`inner` as the export wraps it: ConversionError(...) from the library's error."""
+    try:
+        try:
+            raise inner
+        except Exception as error:
+            raise ConversionError(f"export to OpenVINO failed: {error}") from None
+    except ConversionError as outer:
+        return outer
+
+
+MB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("error", "free", "full"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), 10_000 * MB, True),
+        (
+            RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),
+            10_000 * MB,
+            True,
+        ),
+        (_wrapped(RuntimeError("basic_ios::clear: iostream error")), 84 * MB, True),
+        (_wrapped(RuntimeError("basic_ios::clear: iostream error")), 10_000 * MB, False),
+        (_wrapped(OSError(errno.ENOSPC, "No space left on device")), 10_000 * MB, True),
+        (ValueError("unsupported rope type"), 84 * MB, False),
+        (ValueError("unsupported rope type"), 10 * MB, True),
+    ],
+)
+def test_what_counts_as_a_full_disk(error: BaseException, free: int, full: bool) -> None:
+    assert disk_filled(error, free) is full
