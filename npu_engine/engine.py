@@ -96,6 +96,9 @@ class Engine:
     `$OLLAMA_HOST` when None; pass {} for none). `emulate_npu` adds an NPU that runs through NPUW on
     the CPU, for machines without one: a correctness path, never a speed figure.
 
+    Model files are checked against their manifests whenever they are loaded (see
+    `ModelStore.checked_path`); `allow_modified_models` serves a mismatch with a warning instead.
+
     `continuous_batching` decodes concurrent plain requests on the CPU and GPU together in one
     ContinuousBatchingPipeline instead of queueing them on an LLMPipeline. Off by default: OpenVINO
     GenAI 2026.4's continuous batching keeps memory from every finished request (see
@@ -119,6 +122,7 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         router: Router | None = None,
         continuous_batching: bool = False,
+        allow_modified_models: bool = False,
     ) -> None:
         self.store = store or ModelStore(engine_home())
         self.catalog = catalog or load_catalog()
@@ -154,6 +158,7 @@ class Engine:
             clock,
         )
         self.continuous_batching = continuous_batching
+        self.allow_modified_models = allow_modified_models
         self.router = router or Router(load_rules(router_rules_path(self.store.root)), self.profile)
         self._failure_ttl = failure_ttl_seconds
         self._failures: dict[tuple[str, str], tuple[float, str]] = {}
@@ -352,15 +357,16 @@ class Engine:
         # tier's planned context, which also sizes the batching pipeline's shared cache.
         kv = self.catalog.model(model).kv_bytes_per_token * self.profile.tier(tier).context
         size = manifest.size + (draft_manifest.size if draft_manifest else 0) + kv
+        allowed = self.allow_modified_models
         spec = PipelineSpec(
-            model_path=self.store.path(manifest.name),
+            model_path=self.store.checked_path(manifest, allowed),
             device=device.name,
             cache_dir=self.store.cache_dir,
             max_prompt_len=NPU_MAX_PROMPT,
             min_response_len=NPU_MIN_RESPONSE,
             emulate_npu=self.emulate_npu and device.kind == "npu",
             mode=mode,
-            draft_path=self.store.path(draft_manifest.name) if draft_manifest else None,
+            draft_path=self.store.checked_path(draft_manifest, allowed) if draft_manifest else None,
             batching=(
                 BatchingLimits(max_sequences=self.pool.max_waiting, cache_bytes=kv * 2)
                 if self.continuous_batching

@@ -22,6 +22,8 @@ from npu_engine.server.config import DEFAULT_PORT, ServerConfig, is_loopback, ke
 from npu_engine.settings import api_key_setting, catalog_profile, engine_home, router_rules_path
 from npu_engine.store import ModelStore
 
+ALLOW_MODIFIED_HELP = "serve model files that no longer match their manifest (with a warning)"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="npu-engine", description="Local coder models on NPU, GPU or CPU.")
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="run NPU placements through NPUW on the CPU (slow; for testing)",
         )
+        sub.add_argument("--allow-modified-models", action="store_true", help=ALLOW_MODIFIED_HELP)
 
     run = commands.add_parser(
         "run", help="answer one prompt, streaming, then print tier, model, device and speed"
@@ -76,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-alive", default="5m", help="how long an idle model stays loaded (Ollama syntax)"
     )
     serve.add_argument("--emulate-npu", action="store_true")
+    serve.add_argument("--allow-modified-models", action="store_true", help=ALLOW_MODIFIED_HELP)
     serve.add_argument(
         "--continuous-batching",
         action="store_true",
@@ -120,7 +124,9 @@ def _run(args: argparse.Namespace) -> int:
         return _route(args.prompt, profile, args.second_stage)
     if args.command == "serve":
         return _serve(args, profile)
-    engine = Engine(profile=profile, emulate_npu=args.emulate_npu)
+    engine = Engine(
+        profile=profile, emulate_npu=args.emulate_npu, allow_modified_models=args.allow_modified_models
+    )
     if args.command == "run":
         _answer(engine, args.prompt, args)
         return 0
@@ -163,6 +169,7 @@ def _serve(args: argparse.Namespace, profile: str) -> int:
         max_waiting=args.max_waiting,
         keep_alive_seconds=keep if keep is not None else 300.0,
         continuous_batching=args.continuous_batching,
+        allow_modified_models=args.allow_modified_models,
     )
     config = ServerConfig(
         host=args.host,
