@@ -22,10 +22,10 @@ from npu_engine.gguf_file import read_gguf
 from tests import gguf_bytes as g
 
 settings.register_profile(
-    "ci", max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    "ci", max_examples=100, deadline=5000, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 settings.register_profile(
-    "fuzz", max_examples=20000, deadline=5000, suppress_health_check=[HealthCheck.too_slow]
+    "fuzz", max_examples=5000, deadline=5000, suppress_health_check=[HealthCheck.too_slow]
 )
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 
