@@ -28,8 +28,16 @@ from npu_engine.errors import (
     NetworkError,
     NpuEngineError,
     UserInputError,
+    presentable,
 )
-from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink, as_messages
+from npu_engine.generation import (
+    Message,
+    RawGeneration,
+    SamplingOptions,
+    TextSink,
+    as_messages,
+    validate_messages,
+)
 from npu_engine.manifest import Manifest
 from npu_engine.pipelines import Pipeline, PipelinePool
 from npu_engine.recipes import load_recipe_book
@@ -235,12 +243,11 @@ class Engine:
         on_text: TextSink | None,
         lenient: bool = False,
     ) -> GenerationResult:
-        if max_new_tokens < 1:
-            raise UserInputError("max_new_tokens must be at least 1")
-        if not 0 <= temperature <= 2 or not 0 < top_p <= 1:
-            raise UserInputError("temperature must be in [0, 2] and top_p in (0, 1]")
-        options = SamplingOptions(max_new_tokens, temperature, top_p, tuple(stop), seed)
+        # Checked here, before any device: a request the runtime would reject is the caller's
+        # mistake (400), never a device failure that takes the model out of service.
+        options = SamplingOptions(max_new_tokens, temperature, top_p, tuple(stop), seed).validate()
         messages = as_messages(prompt)
+        validate_messages(messages)
         spec = self.profile.tier(tier)
         every = self.store.manifests()
         manifests = [m for m in every if m.model in (spec.model, spec.draft)]
@@ -284,14 +291,15 @@ class Engine:
             except (NpuEngineError, RuntimeError, OSError) as error:
                 if isinstance(error, (UserInputError, EngineBusyError)):
                     raise
-                reason = " ".join(str(error).split())[:300] or type(error).__name__
+                # Users see the sentence, never a library's file paths; the log keeps the detail.
+                log.warning("tier %s: %s failed: %s", tier, target, error)
+                reason = presentable(error)[:300]
                 if streamed:
                     # The caller already holds part of this answer: another device would start over.
                     self._remember_failure(target, spec.model, reason)
                     raise GenerationError(
                         f"{target} failed mid-answer for tier {tier!r}: {reason}"
                     ) from error
-                log.warning("tier %s: %s failed, trying the next step: %s", tier, target, reason)
                 self._remember_failure(target, spec.model, reason)
                 steps.append(FallbackStep(target, f"failed: {reason}"))
         detail = "; ".join(f"{s.target}: {s.reason}" for s in steps) or "the chain is empty"

@@ -4,6 +4,8 @@ Every `NpuEngineError` is a condition a user can act on; the CLI prints its mess
 line and exits with its `exit_code`. Anything else escaping is a bug and keeps its traceback.
 """
 
+import re
+
 
 class NpuEngineError(Exception):
     """Base of all expected failures."""
@@ -85,3 +87,43 @@ class ContextLengthError(UserInputError):
 
 class UnknownModelError(UserInputError):
     """A request named a model (or tier) this engine does not serve."""
+
+
+# A URL is kept whole; a file path (absolute, or relative with a file extension) and the
+# `:line[:column]` after it are dropped, with the "at"/"from"/"in" that introduced it.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_PATH = re.compile(
+    r"(?:\s+(?:at|from|in))?\s*"
+    r"(?:"
+    r"(?<![\w.])(?:~|[A-Za-z]:)?[\\/](?:[^\s:'\"\\/]+[\\/])*[^\s:'\"\\/,;)]*"  # absolute: /a/b, C:\a, ~/a
+    r"|(?:[\w.+-]+[\\/])+[\w+-]+\.\w+"  # relative with an extension: src/cpp/core.cpp
+    r")"
+    r"(?::\d+)*:?",
+    re.IGNORECASE,
+)
+_SOURCE_LINE = re.compile(r"^Exception(?: from)?$", re.IGNORECASE)
+MAX_MESSAGE_CHARS = 4000  # a user needs the sentence; the log keeps the rest
+
+
+def presentable(error: BaseException | str) -> str:
+    """An exception's message fit to show a user: on one line, without the file paths and source
+    locations that libraries (OpenVINO's `Exception from src/...cpp:112:`, build paths) put in it.
+
+    The sentence is kept; the log, not the user, gets the detail. A message that was nothing but
+    locations becomes the exception's type name.
+    """
+    text = str(error)[:MAX_MESSAGE_CHARS]
+    kept: list[str] = []
+    for line in text.splitlines():
+        parts, start = [], 0
+        for url in _URL.finditer(line):
+            parts += [_PATH.sub("", line[start : url.start()]), url.group()]
+            start = url.end()
+        parts.append(_PATH.sub("", line[start:]))
+        cleaned = " ".join("".join(parts).split()).strip(" :")
+        if cleaned and not _SOURCE_LINE.match(cleaned):
+            kept.append(cleaned)
+    message = " ".join(kept)
+    if message:
+        return message
+    return type(error).__name__ if isinstance(error, BaseException) else "error"

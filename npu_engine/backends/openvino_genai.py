@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from npu_engine.devices import GB
+from npu_engine.errors import UserInputError, presentable
 from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink, finish_reason
 
 # The NPU plugin's NPUW path with CPU as its only device: runs the NPU pipeline (static shapes,
@@ -54,31 +55,54 @@ class PipelineSpec:
         return props
 
 
+# What the runtime raises when it refuses the request's own values (pybind11 turns a C++ exception
+# into RuntimeError, a value it cannot convert into TypeError or ValueError).
+_REFUSED = (RuntimeError, TypeError, ValueError)
+
+
 def chat_prompt(genai: Any, tokenizer: Any, messages: Sequence[Message]) -> str:
-    """`messages` rendered by the model's own chat template, ready for the assistant's turn."""
-    return str(tokenizer.apply_chat_template(genai.ChatHistory(list(messages)), add_generation_prompt=True))
+    """`messages` rendered by the model's own chat template, ready for the assistant's turn.
+
+    Raises UserInputError when the template or the tokenizer refuses the messages: every device
+    would refuse them the same way, so this is no device failure."""
+    try:
+        history = genai.ChatHistory(list(messages))
+        return str(tokenizer.apply_chat_template(history, add_generation_prompt=True))
+    except _REFUSED as error:
+        raise UserInputError(
+            f"the model's chat template refused the messages: {presentable(error)}"
+        ) from error
 
 
 def count_tokens(tokenizer: Any, text: str) -> int:
-    return int(tokenizer.encode(text, add_special_tokens=False).input_ids.get_shape()[1])
+    try:
+        return int(tokenizer.encode(text, add_special_tokens=False).input_ids.get_shape()[1])
+    except _REFUSED as error:
+        raise UserInputError(f"the model's tokenizer refused the text: {presentable(error)}") from error
 
 
 def generation_config(genai: Any, options: SamplingOptions, mode: DecodingMode) -> Any:
-    """The GenerationConfig for `options` and a decoding mode."""
-    config = genai.GenerationConfig(max_new_tokens=options.max_new_tokens)
-    if options.temperature > 0:
-        config.do_sample = True
-        config.temperature = options.temperature
-        config.top_p = options.top_p
-        if options.seed is not None:
-            config.rng_seed = options.seed
-    if options.stop:
-        config.stop_strings = set(options.stop)
-        config.include_stop_str_in_output = False
-    if mode != "plain":
-        config.num_assistant_tokens = ASSISTANT_TOKENS
-    if mode == "prompt_lookup":
-        config.max_ngram_size = LOOKUP_NGRAM
+    """The GenerationConfig for `options` and a decoding mode, checked by OpenVINO GenAI's own
+    validation so that whatever it refuses is the request's fault (UserInputError), found before
+    the request reaches a pipeline rather than as a failure of the device running it."""
+    try:
+        config = genai.GenerationConfig(max_new_tokens=options.max_new_tokens)
+        if options.temperature > 0:
+            config.do_sample = True
+            config.temperature = options.temperature
+            config.top_p = options.top_p
+            if options.seed is not None:
+                config.rng_seed = options.seed
+        if options.stop:
+            config.stop_strings = set(options.stop)
+            config.include_stop_str_in_output = False
+        if mode != "plain":
+            config.num_assistant_tokens = ASSISTANT_TOKENS
+        if mode == "prompt_lookup":
+            config.max_ngram_size = LOOKUP_NGRAM
+        config.validate()
+    except _REFUSED as error:
+        raise UserInputError(f"the sampling options were refused: {presentable(error)}") from error
     return config
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from npu_engine.engine import GenerationResult
@@ -163,21 +163,23 @@ def ollama_router(service: ModelService) -> APIRouter:
         }
 
     @router.post("/chat")
-    async def chat(body: OllamaChatRequest) -> Any:
+    async def chat(body: OllamaChatRequest, request: Request) -> Any:
         messages: list[Message] = [{"role": m.role, "content": m.content} for m in body.messages]
-        return await _respond(service, body, messages, chat=True)
+        return await _respond(service, body, messages, request, chat=True)
 
     @router.post("/generate")
-    async def generate(body: OllamaGenerateRequest) -> Any:
+    async def generate(body: OllamaGenerateRequest, request: Request) -> Any:
         messages: list[Message] = [{"role": "system", "content": body.system}] if body.system else []
         if body.prompt:
             messages.append({"role": "user", "content": body.prompt})
-        return await _respond(service, body, messages, chat=False)
+        return await _respond(service, body, messages, request, chat=False)
 
     return router
 
 
-async def _respond(service: ModelService, body: _OllamaCommon, messages: list[Message], chat: bool) -> Any:
+async def _respond(
+    service: ModelService, body: _OllamaCommon, messages: list[Message], request: Request, chat: bool
+) -> Any:
     served = service.resolve(body.model)
     keep = keep_alive_seconds(body.keep_alive)
     started = time.monotonic()
@@ -186,7 +188,7 @@ async def _respond(service: ModelService, body: _OllamaCommon, messages: list[Me
     options = _options(body.options)
     if not body.stream:
         try:
-            result = await service.answer(messages, served.tier, **options)
+            result = await service.answer(messages, served.tier, request.is_disconnected, **options)
         finally:
             _apply_keep_alive(service, served, keep)
         payload = {"model": body.model, "created_at": _now(), "done": True, **_timings(result, started)}

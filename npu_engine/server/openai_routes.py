@@ -79,11 +79,12 @@ def openai_router(service: ModelService) -> APIRouter:
     @router.post("/chat/completions")
     async def chat(body: ChatCompletionRequest, request: Request) -> Any:
         messages: list[Message] = [{"role": _role(m.role), "content": m.text()} for m in body.messages]
-        return await _complete(service, body, messages, chat=True)
+        return await _complete(service, body, messages, request, chat=True)
 
     @router.post("/completions")
     async def completions(body: CompletionRequest, request: Request) -> Any:
-        return await _complete(service, body, [{"role": "user", "content": body.prompt}], chat=False)
+        prompt: list[Message] = [{"role": "user", "content": body.prompt}]
+        return await _complete(service, body, prompt, request, chat=False)
 
     return router
 
@@ -92,13 +93,15 @@ def _role(role: str) -> str:
     return "system" if role == "developer" else role
 
 
-async def _complete(service: ModelService, body: _OpenAISampling, messages: list[Message], chat: bool) -> Any:
+async def _complete(
+    service: ModelService, body: _OpenAISampling, messages: list[Message], request: Request, chat: bool
+) -> Any:
     served = service.resolve(body.model)
     options = _options(body, DEFAULT_MAX_TOKENS if chat else 16)
     ident = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
     created = int(time.time())
     if not body.stream:
-        result = await service.answer(messages, served.tier, **options)
+        result = await service.answer(messages, served.tier, request.is_disconnected, **options)
         choice: dict[str, Any] = {"index": 0, "finish_reason": _finish(result), "logprobs": None}
         if chat:
             choice["message"] = {"role": "assistant", "content": result.text}

@@ -3,7 +3,7 @@ of one that stops when the client goes away. Both protocols' routes share it."""
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from npu_engine.errors import (
     NpuEngineError,
     UnknownModelError,
     UserInputError,
+    presentable,
 )
 from npu_engine.generation import Message
 from npu_engine.manifest import Manifest
@@ -22,6 +23,7 @@ from npu_engine.server.metrics import Metrics
 
 AUTO = "auto"
 RETRY_AFTER_SECONDS = 2
+DISCONNECT_POLL_SECONDS = 0.25  # how often a non-streamed answer checks that its client is there
 
 
 @dataclass(frozen=True)
@@ -42,17 +44,19 @@ class HttpFailure:
 
 
 def http_failure(error: Exception) -> HttpFailure:
-    """The HTTP status and message for an engine error; anything else is an internal error."""
+    """The HTTP status and message for an engine error; anything else is an internal error.
+    The message never carries a library's file path (see `presentable`)."""
+    message = presentable(error)
     if isinstance(error, UnknownModelError):
-        return HttpFailure(404, str(error), "not_found_error", {})
+        return HttpFailure(404, message, "not_found_error", {})
     if isinstance(error, ContextLengthError):
-        return HttpFailure(400, str(error), "context_length_exceeded", {})
+        return HttpFailure(400, message, "context_length_exceeded", {})
     if isinstance(error, UserInputError):
-        return HttpFailure(400, str(error), "invalid_request_error", {})
+        return HttpFailure(400, message, "invalid_request_error", {})
     if isinstance(error, EngineBusyError):
-        return HttpFailure(503, str(error), "server_busy", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return HttpFailure(503, message, "server_busy", {"Retry-After": str(RETRY_AFTER_SECONDS)})
     if isinstance(error, GenerationError):
-        return HttpFailure(503, str(error), "no_device_available", {"Retry-After": "30"})
+        return HttpFailure(503, message, "no_device_available", {"Retry-After": "30"})
     raise error
 
 
@@ -101,11 +105,34 @@ class ModelService:
             None,
         )
 
-    async def answer(self, messages: Sequence[Message], tier: str, **options: Any) -> GenerationResult:
-        self._check(options)
-        result = await asyncio.to_thread(self.engine.generate, list(messages), tier=tier, **options)
-        self.metrics.answered(result)
-        return result
+    async def answer(
+        self,
+        messages: Sequence[Message],
+        tier: str,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+        **options: Any,
+    ) -> GenerationResult:
+        """The whole answer. Generation starts at once on its own thread, so the request meets the
+        model's bounded queue now (EngineBusyError past it), never a thread pool's hidden queue.
+        While it runs, `disconnected` (the request's `is_disconnected`) is polled: once the client
+        has gone, generation stops within a token and the cancelled result is returned."""
+        run = self._start(messages, tier, options, relay_text=False)
+        try:
+            while True:
+                try:
+                    kind, value = await asyncio.wait_for(run.events.get(), DISCONNECT_POLL_SECONDS)
+                except TimeoutError:
+                    if not run.stop.is_set() and disconnected is not None and await disconnected():
+                        run.stop.set()
+                    continue
+                if kind == "error":
+                    raise value
+                if kind == "done":
+                    self.metrics.answered(value)
+                    result: GenerationResult = value
+                    return result
+        finally:
+            run.stop.set()  # also when this task is cancelled: nobody waits for the answer
 
     async def stream(
         self, messages: Sequence[Message], tier: str, **options: Any
@@ -113,20 +140,32 @@ class ModelService:
         """Text pieces, then the result. Starts generating at once; raises the engine's error before
         the first piece (so a route can still answer with an error status). When the consumer stops
         (the client disconnected), generation stops within a token."""
+        run = self._start(messages, tier, options, relay_text=True)
+        kind, value = await run.events.get()
+        if kind == "error":
+            raise value
+        return self._relay(kind, value, run)
+
+    def _start(
+        self, messages: Sequence[Message], tier: str, options: dict[str, Any], relay_text: bool
+    ) -> "_Run":
+        """The one bridge from the event loop to the engine: `engine.generate` on a thread of its
+        own, its text (when `relay_text`), result or error posted back to the loop as events, and
+        stopped at the next piece of text once `stop` is set."""
         self._check(options)
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        stop = threading.Event()
+        run = _Run(asyncio.Queue(), threading.Event())
 
         def post(kind: str, value: Any) -> None:
             try:
-                loop.call_soon_threadsafe(events.put_nowait, (kind, value))
+                loop.call_soon_threadsafe(run.events.put_nowait, (kind, value))
             except RuntimeError:  # the event loop is gone: nobody is listening any more
-                stop.set()
+                run.stop.set()
 
         def sink(text: str) -> bool:
-            post("text", text)
-            return stop.is_set()
+            if relay_text:
+                post("text", text)
+            return run.stop.is_set()
 
         def work() -> None:
             try:
@@ -134,15 +173,10 @@ class ModelService:
             except BaseException as error:  # handed to the consumer
                 post("error", error)
 
-        threading.Thread(target=work, name="npu-engine-stream", daemon=True).start()
-        kind, value = await events.get()
-        if kind == "error":
-            raise value
-        return self._relay(kind, value, events, stop)
+        threading.Thread(target=work, name="npu-engine-generate", daemon=True).start()
+        return run
 
-    async def _relay(
-        self, kind: str, value: Any, events: "asyncio.Queue[tuple[str, Any]]", stop: threading.Event
-    ) -> AsyncIterator[str | GenerationResult]:
+    async def _relay(self, kind: str, value: Any, run: "_Run") -> AsyncIterator[str | GenerationResult]:
         try:
             while True:
                 if kind == "error":
@@ -152,13 +186,21 @@ class ModelService:
                     yield value
                     return
                 yield value
-                kind, value = await events.get()
+                kind, value = await run.events.get()
         finally:
-            stop.set()
+            run.stop.set()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One generation in flight: its events for the event loop, and the flag that stops it."""
+
+    events: "asyncio.Queue[tuple[str, Any]]"
+    stop: threading.Event
 
 
 def mid_stream_message(error: BaseException) -> str:
     """What a stream says when generation fails after it started."""
     if isinstance(error, NpuEngineError):
-        return str(error)
+        return presentable(error)
     return "internal error while generating"
