@@ -27,16 +27,72 @@ Task = Literal["explain", "general", "snippet", "complex", "review", "edit"]
 TASKS: tuple[Task, ...] = ("explain", "general", "snippet", "complex", "review", "edit")
 Strategy = Literal["plain", "speculative", "prompt_lookup"]
 
-FENCED = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+FENCE = "```"
 INLINE_CODE = re.compile(r"`[^`\n]+`")
-CODE_LINE = re.compile(
-    r"""^\s*(?:def\s|class\s|import\s|from\s\S+\simport|function\s|const\s|let\s|var\s|\#include|return\b
+# Every pattern here runs in time linear in the prompt (prompts may be as long as the 1 MiB body
+# limit): no quantifier can backtrack over what another has taken (possessive `*+` where a greedy
+# one would be retried), and the two shapes that regular expressions can only find by retrying at
+# every start (fenced blocks, and calls ending a line) are found by `fenced` and `is_code_line`.
+CODE_LINE_START = re.compile(
+    r"""^\s*+(?:def\s|class\s|import\s|from\s\S++\simport|function\s|const\s|let\s|var\s|\#include|return\b
     |fn\s|func\s|pub\s|public\s|private\s|package\s|using\s|SELECT\s|INSERT\s|UPDATE\s|DELETE\s|CREATE\s
-    |ALTER\s|for\s*\(|while\s*\(|if\s*\(|@\w+|[}\])];?$)|[;{]\s*$|=>|\w+\([^)]*\)\s*[:{]?\s*$""",
+    |ALTER\s|for\s*+\(|while\s*+\(|if\s*+\(|@\w+|[}\])];?$)|[;{]\s*+$|=>""",
     re.VERBOSE,
 )
+CALL_END = re.compile(r"\s*+[:{]?\s*+$")  # what may follow a call that ends a line
+WORD_PAREN = re.compile(r"\w\(")
 IDENTIFIER = re.compile(r"\b[a-z]+_[a-z0-9_]+\b|\b[a-z]+[A-Z]\w*\b|\b\w+\(\)|\b[a-z_]+\.[a-z_]+\(")
-QUESTION_START = re.compile(r"^\s*(?:what|why|how|when|where|which|who|is|are|can|does|do|should)\b", re.I)
+QUESTION_START = re.compile(r"^\s*+(?:what|why|how|when|where|which|who|is|are|can|does|do|should)\b", re.I)
+
+# The router reads at most this many characters from each end of a prompt. Every pattern is
+# linear, but a dozen scans of a 1 MiB prompt still took a second or two of the interpreter;
+# the ends of a long prompt (the request, and the code or the question after it) decide its task.
+SCAN_CHARS = 32 * 1024
+
+
+def scanned(text: str) -> str:
+    """What the router reads of `text`: all of it, or its first and last SCAN_CHARS characters."""
+    if len(text) <= 2 * SCAN_CHARS:
+        return text
+    return text[:SCAN_CHARS] + "\n" + text[-SCAN_CHARS:]
+
+
+def fenced(text: str) -> tuple[list[str], str]:
+    r"""The fenced code blocks of `text` and the prose around them (each block replaced by a space).
+
+    A block opens at three backticks and the rest of their line, and runs to the next three
+    backticks or, unclosed, to the end of the text. A scan rather than the regular expression
+    ```[^\n]*\n(.*?)(?:```|\Z) it matches exactly: that one, retried at every backtick of a
+    long line without a line end, takes time quadratic in the prompt."""
+    blocks: list[str] = []
+    prose: list[str] = []
+    at = 0
+    while (start := text.find(FENCE, at)) >= 0:
+        newline = text.find("\n", start + len(FENCE))
+        if newline < 0:  # and no later fence has a line end after it either
+            break
+        close = text.find(FENCE, newline + 1)
+        end = len(text) if close < 0 else close
+        blocks.append(text[newline + 1 : end])
+        prose.append(text[at:start])
+        prose.append(" ")
+        at = len(text) if close < 0 else close + len(FENCE)
+    prose.append(text[at:])
+    return blocks, "".join(prose)
+
+
+def is_code_line(line: str) -> bool:
+    r"""Whether one line of prose looks like code: a keyword or a closing bracket first, `;` or `{`
+    last, an arrow, or a call ending the line (`name(...)`, then at most `:` or `{`).
+
+    The call is found by its last `)` and the `name(` after the `)` before it: the same lines as
+    \w+\([^)]*\)\s*[:{]?\s*$, whose search would rescan the line from every word character."""
+    if CODE_LINE_START.search(line):
+        return True
+    close = line.rfind(")")
+    if close < 0 or not CALL_END.match(line, close + 1):
+        return False
+    return WORD_PAREN.search(line, line.rfind(")", 0, close) + 1, close) is not None
 
 
 @dataclass(frozen=True)
@@ -114,9 +170,43 @@ def load_rules(path: Path | None = None) -> RouterRules:
     return RouterRules.from_dict(raw)
 
 
+TRIE_DEPTH = 100  # longer phrases would nest groups past what the regex compiler recurses through
+
+
 def _phrase_pattern(words: Sequence[str]) -> re.Pattern[str]:
-    alternatives = sorted((re.escape(w) for w in words), key=len, reverse=True)
-    return re.compile(r"(?<![\w#+])(?:" + "|".join(alternatives) + r")(?![\w#+])", re.IGNORECASE)
+    """Any of `words` as a whole word, ignoring case, the longest where several match."""
+    if all(word.isascii() and len(word) <= TRIE_DEPTH for word in words):
+        alternatives = _trie_pattern(words)
+    else:  # case-folding outside ASCII is not a simple lower(): a flat alternation, slower
+        alternatives = "|".join(sorted((re.escape(w) for w in words), key=len, reverse=True))
+    return re.compile(r"(?<![\w#+])(?:" + alternatives + r")(?![\w#+])", re.IGNORECASE)
+
+
+def _trie_pattern(words: Sequence[str]) -> str:
+    r"""`words` as one alternation shaped as a trie (`c(?:\+\+|\#)` for "c++" and "c#").
+
+    A flat alternation tries every word at every position of the text, so a lexicon of 200 words
+    made 1 MiB of punctuation take seconds; a trie tries one branch per character. It finds the
+    phrases the flat alternation sorted longest first does: under IGNORECASE an ASCII character
+    and its lower case match the same text, so at most one branch can go on at each step, and a
+    phrase that ends where a longer one could go on is tried after it (a greedy `?`)."""
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for char in word.lower():
+            node = node.setdefault(char, {})
+        node[""] = {}  # a phrase ends here
+    firsts = "".join(re.escape(char) for char in root if char)
+    # One character class looked at first spares trying every branch where no phrase can start.
+    return (f"(?=[{firsts}])" if firsts and "" not in root else "") + _node_pattern(root)
+
+
+def _node_pattern(node: dict[str, Any]) -> str:
+    branches = [re.escape(char) + _node_pattern(child) for char, child in node.items() if char]
+    if not branches:
+        return ""
+    either = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+    return f"(?:{either})?" if "" in node else either
 
 
 class Features:
@@ -126,9 +216,8 @@ class Features:
         self._lexicons = {name: _phrase_pattern(words) for name, words in rules.lexicons.items() if words}
 
     def __call__(self, text: str) -> tuple[dict[str, float], dict[str, list[str]]]:
-        blocks = FENCED.findall(text)
-        prose = FENCED.sub(" ", text)
-        code_like = [line for line in prose.splitlines() if line.strip() and CODE_LINE.search(line)]
+        blocks, prose = fenced(scanned(text))
+        code_like = [line for line in prose.splitlines() if line.strip() and is_code_line(line)]
         code_lines = len(code_like) + sum(block.count("\n") + 1 for block in blocks)
         code_chars = sum(len(block) for block in blocks) + sum(len(line) for line in code_like)
         head = prose.strip()[:80]
@@ -206,7 +295,7 @@ class Router:
                     )
                 task, stage = asked, "model"
         tier = self.rules.tiers[task]
-        code_chars = sum(len(block) for block in FENCED.findall(text))
+        code_chars = sum(len(block) for block in fenced(scanned(text))[0])
         if task == "edit" and code_chars >= self.rules.long_edit_chars:
             tier = self.rules.long_edit_tier
             signals += (f"long edit ({code_chars} characters of code) goes to {tier}",)

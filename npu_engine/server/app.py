@@ -18,7 +18,7 @@ from npu_engine.engine import Engine
 from npu_engine.errors import NpuEngineError
 from npu_engine.server.config import LOCAL_ORIGINS, ServerConfig
 from npu_engine.server.guard import Guard
-from npu_engine.server.metrics import Metrics
+from npu_engine.server.metrics import Metrics, route_label
 from npu_engine.server.ollama_routes import ollama_router
 from npu_engine.server.openai_routes import openai_router
 from npu_engine.server.schemas import error_payload
@@ -114,8 +114,9 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
             "loaded": [{"model": m, "device": d, "decoding": mode} for m, d, mode in engine.pool.loaded()],
         }
 
-    app.include_router(openai_router(service))
-    app.include_router(ollama_router(service))
+    apis = [openai_router(service), ollama_router(service)]
+    for api in apis:
+        app.include_router(api)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(config.allowed_origins),
@@ -124,5 +125,11 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
         allow_headers=["Authorization", "Content-Type", "X-Api-Key"],
         expose_headers=["X-Request-Id", "X-NPU-Engine-Tier", "X-NPU-Engine-Model", "X-NPU-Engine-Device"],
     )
-    app.add_middleware(Guard, config=config, metrics=metrics)
+    app.add_middleware(
+        Guard,
+        config=config,
+        metrics=metrics,
+        # Included routers show up in app.routes as one entry each: their own routes are listed.
+        route_of=lambda scope: route_label([*app.routes, *(r for api in apis for r in api.routes)], scope),
+    )
     return app

@@ -42,13 +42,17 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
+# The longest keep_alive taken: far beyond any use, and well inside what a datetime can add (an
+# expiry past the year 9999 made every later /api/ps fail).
+MAX_KEEP_ALIVE_SECONDS = 10 * 365.25 * 24 * 3600
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def keep_alive_seconds(value: str | float | None) -> float | None:
     """Ollama's `keep_alive`: seconds as a number, or a Go duration ("5m", "1h30m"); a negative value
-    keeps the model loaded (math.inf), 0 unloads it after the request; None: the server's default."""
+    keeps the model loaded (math.inf), 0 unloads it after the request; None: the server's default.
+    Not a finite number, or over MAX_KEEP_ALIVE_SECONDS: UserInputError (a 400)."""
     if value is None:
         return None
     if isinstance(value, (int, float)):
@@ -67,6 +71,11 @@ def keep_alive_seconds(value: str | float | None) -> float | None:
                 ) from None
             seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
         seconds = -seconds if negative else seconds
-    if math.isnan(seconds):
-        raise UserInputError("invalid keep_alive: not a number")
+    if not math.isfinite(seconds):
+        raise UserInputError("invalid keep_alive: not a finite number")
+    if seconds > MAX_KEEP_ALIVE_SECONDS:
+        raise UserInputError(
+            f"invalid keep_alive {value!r}: at most {MAX_KEEP_ALIVE_SECONDS:.0f} seconds (ten years); "
+            "-1 keeps the model loaded"
+        )
     return math.inf if seconds < 0 else seconds

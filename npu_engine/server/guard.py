@@ -1,5 +1,6 @@
 """The server's front door, as one ASGI middleware: a request id on every response, the Host check
-(DNS rebinding), the API key, the body-size limit, and one log line per request with user input
+(DNS rebinding), the API key (not asked of CORS preflights, which browsers send without it), the
+body-size limit, one count per route in the metrics, and one log line per request with user input
 escaped. Written as plain ASGI so that streamed responses pass through untouched."""
 
 import json
@@ -30,10 +31,13 @@ def escaped(text: str, limit: int = 200) -> str:
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, config: ServerConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, config: ServerConfig, metrics: Metrics, route_of: Callable[[Scope], str]
+    ) -> None:
         self.app = app
         self.config = config
         self.metrics = metrics
+        self.route_of = route_of  # the route template a request is counted under
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,7 +60,7 @@ class Guard:
             await send(message)
 
         try:
-            refusal = self._refusal(path, headers)
+            refusal = self._refusal(scope["method"], path, headers)
             if refusal is not None:
                 await _reply(send_with_id, *refusal)
                 return
@@ -67,7 +71,7 @@ class Guard:
                 return
             await self.app(scope, _replay(body, receive), send_with_id)
         finally:
-            self.metrics.request(path, status["code"])
+            self.metrics.request(self.route_of(scope), status["code"])
             log.info(
                 "%s %s %s %d %.0fms id=%s",
                 escaped(headers.get("host", "")),
@@ -78,15 +82,22 @@ class Guard:
                 request_id,
             )
 
-    def _refusal(self, path: str, headers: dict[str, str]) -> tuple[int, str, str] | None:
+    def _refusal(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, str] | None:
         if not self.config.host_allowed(headers.get("host", "")):
             return 403, "this Host is not served here (allowed: loopback and --allowed-host names)", path
-        if self.config.api_key and path not in OPEN_PATHS:
+        if self.config.api_key and path not in OPEN_PATHS and not _is_preflight(method, headers):
             given = headers.get("authorization", "").removeprefix("Bearer ").strip()
             given = given or headers.get("x-api-key", "")
             if not secrets.compare_digest(given.encode(), self.config.api_key.encode()):
                 return 401, "a valid API key is required (Authorization: Bearer <key>)", path
         return None
+
+
+def _is_preflight(method: str, headers: dict[str, str]) -> bool:
+    """A CORS preflight: browsers send it without credentials, so it cannot carry the key. The CORS
+    middleware behind the guard answers it without reaching a route, allowing only local (or
+    configured) origins."""
+    return method == "OPTIONS" and "origin" in headers and "access-control-request-method" in headers
 
 
 async def _read_body(receive: Receive, limit: int, headers: dict[str, str]) -> bytes | None:

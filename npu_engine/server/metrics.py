@@ -1,24 +1,39 @@
-"""What `/metrics` reports: requests by path and status, answers and tokens/s per device."""
+"""What `/metrics` reports: requests by route and status, answers and tokens/s per device."""
 
 import threading
 from collections import Counter, deque
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
+from starlette.routing import BaseRoute, Match, Route
+
 from npu_engine.engine import GenerationResult
+
+UNMATCHED = "(unmatched)"  # every path that no route serves, counted as one
+
+
+def route_label(routes: Iterable[BaseRoute], scope: MutableMapping[str, Any]) -> str:
+    """The template of the route among `routes` that serves the request (`/api/show`, not the path
+    it was sent to; whatever the method), or UNMATCHED: what requests are counted by, so that the
+    paths a client makes up, served or refused, cannot grow the counters."""
+    for route in routes:
+        if isinstance(route, Route) and route.matches(scope)[0] != Match.NONE:
+            return route.path
+    return UNMATCHED
 
 
 class Metrics:
     def __init__(self, window: int = 50) -> None:
-        self._requests: Counter[tuple[str, int]] = Counter()
+        self._requests: Counter[tuple[str, int]] = Counter()  # (route template, status)
         self._answers: Counter[str] = Counter()
         self._tokens: Counter[str] = Counter()
         self._speeds: dict[str, deque[float]] = {}
         self._window = window
         self._guard = threading.Lock()
 
-    def request(self, path: str, status: int) -> None:
+    def request(self, route: str, status: int) -> None:
         with self._guard:
-            self._requests[(path, status)] += 1
+            self._requests[(route, status)] += 1
 
     def answered(self, result: GenerationResult) -> None:
         with self._guard:

@@ -10,7 +10,9 @@ MAX_TOKENS_CAP = 32768
 
 class _Lenient(BaseModel):
     # Clients send fields we do not use (logprobs, user, tools...): ignored, as OpenAI and Ollama do.
-    model_config = ConfigDict(extra="ignore")
+    # The fields we do use are strict: "10" or true is no number and "yes" no boolean (a 400 naming
+    # the field), but an integer stands for a float, as JSON clients send 1 for 1.0.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class ContentPart(_Lenient):
@@ -76,7 +78,8 @@ class _OllamaCommon(_Lenient):
     stream: bool = True
     options: OllamaOptions | None = None
     keep_alive: str | float | None = Field(
-        default=None, description='seconds, or a duration such as "5m"; 0 unloads now, -1 keeps loaded'
+        default=None,
+        description='seconds, or a duration such as "5m", up to ten years; 0 unloads now, -1 keeps loaded',
     )
 
 
