@@ -159,6 +159,7 @@ def uvicorn_config(app: Any, config: ServerConfig, descriptors: int | None = Non
         host=config.host,
         port=config.port,
         http=timed_protocol(limits),
+        ws="none",  # no WebSocket routes: an upgrade would escape the deadlines above
         # uvicorn answers 503 to a request that arrives while this many connections are open.
         limit_concurrency=cap,
         # asyncio accepts up to `backlog` sockets in one burst before any of them reaches
