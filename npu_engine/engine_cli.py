@@ -198,10 +198,12 @@ def _serve(args: argparse.Namespace, profile: str) -> int:
         body_timeout_seconds=args.body_timeout,
         connection_keep_alive_seconds=args.connection_keep_alive,
     )
-    limit_log_rate(logging.getLogger(), config.log_lines_per_second)
+    limiter = limit_log_rate(logging.getLogger(), config.log_lines_per_second)
     descriptors = raise_descriptor_limit()
     print(f"npu-engine serving profile {profile!r} on http://{args.host}:{args.port}", file=sys.stderr)
     serve_app(create_app(engine, config), config, descriptors)
+    if limiter.dropped_total:  # the last flood's count may not have been said yet
+        print(f"{limiter.dropped_total} repeated log lines were dropped in all", file=sys.stderr)
     return 0
 
 
