@@ -120,7 +120,7 @@ class TimedH11Protocol(H11Protocol):
         self._disarm()
         if phase is not None:
             seconds = self.limits.header_seconds if phase == "head" else self.limits.body_seconds
-            self._deadline = self._loop().call_later(seconds, self._timed_out)
+            self._deadline = self.loop.call_later(seconds, self._timed_out)
             self._phase = phase
 
     def _disarm(self) -> None:
@@ -136,9 +136,6 @@ class TimedH11Protocol(H11Protocol):
             self.transport.write(TIMEOUT_RESPONSE)  # part of a head came: say why we hang up
         # A body that stalls: closing tells the application (http.disconnect), which stops.
         self.transport.close()
-
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        return asyncio.get_running_loop()
 
 
 def timed_protocol(limits: ConnectionLimits) -> type[TimedH11Protocol]:
