@@ -5,6 +5,8 @@ scheduler reads.
     npu-bench speed                   throughput only (the engine's own figures)
     npu-bench quality --recipes ...   pass@1 of one model converted with several recipes
     npu-bench routing                 the router's accuracy on labelled prompts (train and held-out)
+    npu-bench soak --url URL          concurrent clients against a running server: requests/s,
+                                      latency percentiles, statuses, the server's RSS
 """
 
 import argparse
@@ -50,6 +52,7 @@ from npu_engine.manifest import Manifest
 from npu_engine.router import Router, load_rules, model_classifier
 from npu_engine.router_fit import confusion_table, evaluate, fit, load_labelled
 from npu_engine.settings import catalog_profile, engine_home, ollama_host
+from npu_engine.soak import SoakSettings, local_server, run_soak
 from npu_engine.store import ModelStore
 
 _T = TypeVar("_T")
@@ -127,6 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--languages", default="")
     quality.add_argument("--baseline", action="store_true", help="also llama.cpp on the source GGUF")
     quality.add_argument("--out", type=Path, default=None)
+    soak = commands.add_parser(
+        "soak", help="concurrent mixed chats against a server on this machine, for a while"
+    )
+    target = soak.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="a running server, e.g. http://127.0.0.1:11435 (loopback only)")
+    target.add_argument(
+        "--serve", action="store_true", help="start `npu-engine serve` on a free port and soak that"
+    )
+    soak.add_argument("--pid", type=int, default=None, help="the server's process id, to read its RSS")
+    soak.add_argument("--profile", default=None, help="with --serve: the catalog profile")
+    soak.add_argument("--seconds", type=float, default=300.0)
+    soak.add_argument("--clients", type=int, default=4)
+    soak.add_argument("--max-requests", type=int, default=100_000)
+    soak.add_argument("--model", default="code", help="the model name the clients ask for")
+    soak.add_argument("--max-tokens", type=int, default=32)
+    soak.add_argument("--out", type=Path, default=None, help="also write the report as JSON here")
     return parser
 
 
@@ -217,7 +236,33 @@ def main(argv: list[str] | None = None) -> int:
         return run_cli(lambda: _quality(args))
     if args.command == "routing":
         return run_cli(lambda: _routing(args))
+    if args.command == "soak":
+        return run_cli(lambda: _soak(args))
     return run_cli(lambda: _run(args))
+
+
+def _soak(args: argparse.Namespace) -> int:
+    settings = SoakSettings(
+        url=args.url or "",
+        seconds=args.seconds,
+        clients=args.clients,
+        max_requests=args.max_requests,
+        model=args.model,
+        max_tokens=args.max_tokens,
+        server_pid=args.pid,
+    )
+    if args.serve:
+        profile = args.profile or catalog_profile()
+        log = _results_folder(None) / "soak-server.log"
+        _say(f"soak: starting npu-engine serve --profile {profile} (its log: {log})")
+        with local_server(profile, log) as (url, pid):
+            report = run_soak(replace(settings, url=url, server_pid=pid))
+    else:
+        report = run_soak(settings)
+    if args.out:
+        write_text_atomically(args.out, report.to_json())
+    print(report.table())
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -78,6 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--keep-alive", default="5m", help="how long an idle model stays loaded (Ollama syntax)"
     )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        help="open connections at most (also kept under half the open-file limit)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=15.0,
+        help="seconds a client has to send a request head, from connecting or the last response",
+    )
+    serve.add_argument("--body-timeout", type=float, default=30.0, help="seconds to send a request body")
+    serve.add_argument(
+        "--connection-keep-alive", type=float, default=5.0, help="seconds an idle connection stays open"
+    )
     serve.add_argument("--emulate-npu", action="store_true")
     serve.add_argument("--allow-modified-models", action="store_true", help=ALLOW_MODIFIED_HELP)
     serve.add_argument(
@@ -145,9 +161,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, profile: str) -> int:
-    import uvicorn
-
     from npu_engine.server.app import create_app
+    from npu_engine.server.connections import raise_descriptor_limit, serve_app
+    from npu_engine.server.log_limit import limit_log_rate
 
     if not is_loopback(args.host) and not args.allow_remote:
         raise UserInputError(
@@ -162,6 +178,11 @@ def _serve(args: argparse.Namespace, profile: str) -> int:
         )
     if args.max_waiting < 1 or args.max_body_bytes < 1024:
         raise UserInputError("--max-waiting must be at least 1 and --max-body-bytes at least 1024")
+    timeouts = (args.header_timeout, args.body_timeout, args.connection_keep_alive)
+    if args.max_connections < 1 or not all(0 < t < 86400 for t in timeouts):
+        raise UserInputError(
+            "--max-connections must be at least 1, and every timeout between 0 and 86400 seconds"
+        )
     keep = keep_alive_seconds(args.keep_alive)
     engine = Engine(
         profile=profile,
@@ -179,9 +200,17 @@ def _serve(args: argparse.Namespace, profile: str) -> int:
         allowed_origins=tuple(args.allowed_origin),
         max_body_bytes=args.max_body_bytes,
         version=package_version("npu-engine") or "0.0.0",
+        max_connections=args.max_connections,
+        header_timeout_seconds=args.header_timeout,
+        body_timeout_seconds=args.body_timeout,
+        connection_keep_alive_seconds=args.connection_keep_alive,
     )
+    limiter = limit_log_rate(logging.getLogger(), config.log_lines_per_second)
+    descriptors = raise_descriptor_limit()
     print(f"npu-engine serving profile {profile!r} on http://{args.host}:{args.port}", file=sys.stderr)
-    uvicorn.run(create_app(engine, config), host=args.host, port=args.port, log_level="warning")
+    serve_app(create_app(engine, config), config, descriptors)
+    if limiter.dropped_total:  # the last flood's count may not have been said yet
+        print(f"{limiter.dropped_total} repeated log lines were dropped in all", file=sys.stderr)
     return 0
 
 

@@ -23,6 +23,16 @@ class ServerConfig:
     max_body_bytes: int = 1 << 20
     max_new_tokens: int = 4096  # the most tokens one request may ask for
     idle_check_seconds: float = 30.0
+    # Connections (see server/connections.py): at most this many open at once (also kept under
+    # half the process's open-file limit); a client must send a request head within
+    # header_timeout_seconds of connecting or of the last response, and its body within
+    # body_timeout_seconds; an idle keep-alive connection is closed after
+    # connection_keep_alive_seconds.
+    max_connections: int = 1000
+    header_timeout_seconds: float = 15.0
+    body_timeout_seconds: float = 30.0
+    connection_keep_alive_seconds: float = 5.0
+    log_lines_per_second: int = 10  # per logger and message kind; the rest are counted, not written
     version: str = "0.1.0"
     extra: dict[str, str] = field(default_factory=dict)
 
