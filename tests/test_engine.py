@@ -138,11 +138,6 @@ def test_a_sink_that_asks_to_stop_cancels_within_a_token(engine: Engine) -> None
     assert result.metrics.output_tokens < 20
 
 
-def common_prefix(a: str, b: str) -> int:
-    """How many leading characters two texts share."""
-    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-
-
 @pytest.fixture(scope="module")
 def batching(cache_store: ModelStore, smollm_cpu: Manifest, inventory: Inventory) -> Engine:
     return Engine(
@@ -169,12 +164,14 @@ def test_eight_threads_get_their_own_answers(batching: Engine) -> None:
         thread.join()
     assert sorted(together) == sorted(words)
     for word in words:
-        # Batched numerics may flip a late near-tie token, but each answer follows its own prompt's
-        # answer further than any other prompt's: nothing was mixed up in the batch.
-        own = common_prefix(together[word], alone[word])
+        # Batched numerics may flip a near-tie token early (on an AVX2-only EPYC, "lemon" turned from
+        # "I'm going to repeat..." into "I'm going to make a lemon-lime soda" right after the words
+        # every answer shares), so answers are not compared by prefix; but an answer never names
+        # another prompt's word that its lone answer did not: nothing was mixed up in the batch.
+        assert together[word].strip(), word
         for other in words:
-            if alone[other] != alone[word]:
-                assert own > common_prefix(together[word], alone[other]), (word, together[word], other)
+            if other != word and other not in alone[word].lower():
+                assert other not in together[word].lower(), (word, together[word], other)
 
 
 def test_batched_greedy_matches_the_single_request_pipeline(
