@@ -34,7 +34,8 @@ def test_a_short_soak_reports_consistent_figures(home: Path, tmp_path: Path) -> 
     assert not any(status.startswith("5") for status in summary["statuses"]), summary["statuses"]
     assert summary["statuses"].get("200", 0) == report.requests and report.stream_errors == 0
     assert 0 < summary["p50_ms"] <= summary["p95_ms"] <= summary["p99_ms"]
-    assert max(o.seconds for o in report.outcomes) * 1000 >= summary["p99_ms"]
+    # The summary rounds to 0.1 ms; the slowest request bounds the 99th percentile.
+    assert round(max(o.seconds for o in report.outcomes) * 1000, 1) >= summary["p99_ms"]
     assert report.rss_before is not None and report.rss_after is not None and report.rss_before > 0
     assert abs(report.requests_per_second - report.requests / report.seconds) < 1e-9
     assert "requests/s" in report.table() and "p50 / p95 / p99" in report.table()
