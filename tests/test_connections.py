@@ -8,14 +8,12 @@ import resource
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from npu_engine.devices import discover
 from npu_engine.engine import Engine
@@ -24,36 +22,9 @@ from npu_engine.server.config import ServerConfig
 from npu_engine.server.connections import accept_backlog, connection_cap, uvicorn_config
 from npu_engine.server.log_limit import RateLimitFilter
 from npu_engine.store import ModelStore
+from tests.test_server import ServerThread, free_port
 
 GENEROUS = 10.0  # seconds past a deadline before a test calls the connection stuck
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class ServerThread:
-    """uvicorn in this process with the config `uvicorn_config` builds, on a free loopback port."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        self.server = uvicorn.Server(config)
-        self.url = f"http://127.0.0.1:{config.port}"
-        self.port = config.port
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "ServerThread":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +38,8 @@ def strict(engine: Engine) -> Iterator[ServerThread]:
     config = ServerConfig(
         port=free_port(), header_timeout_seconds=1.0, body_timeout_seconds=1.0, max_connections=8
     )
-    with ServerThread(uvicorn_config(create_app(engine, config), config)) as server:
+    app = create_app(engine, config)
+    with ServerThread(app, uvicorn_config(app, config)) as server:
         yield server
 
 

@@ -36,14 +36,15 @@ def free_port() -> int:
 
 
 class ServerThread:
-    """uvicorn serving an app on 127.0.0.1 in this process, so tests can also look at the engine."""
+    """uvicorn serving an app on 127.0.0.1 in this process, so tests can also look at the engine;
+    on a free port with uvicorn's defaults, or with the given uvicorn `config` (its port)."""
 
-    def __init__(self, app: object) -> None:
-        self.port = free_port()
+    def __init__(self, app: object, config: uvicorn.Config | None = None) -> None:
+        if config is None:
+            config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")  # type: ignore[arg-type]
+        self.port = config.port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )  # type: ignore[arg-type]
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "ServerThread":
