@@ -1,5 +1,7 @@
 """npu-engine: local, NPU-first inference for coder models on OpenVINO."""
 
-from npu_engine.engine import Engine, GenerationMetrics, GenerationResult
+from npu_engine.engine import Engine
+from npu_engine.generation import GenerationMetrics
+from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
 
-__all__ = ["Engine", "GenerationMetrics", "GenerationResult"]
+__all__ = ["Engine", "GenerateRequest", "GenerationMetrics", "GenerationResult", "StreamChunk"]

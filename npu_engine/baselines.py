@@ -13,7 +13,14 @@ import httpx
 from npu_engine.backends.remote import OllamaBackend
 from npu_engine.catalog import Catalog
 from npu_engine.errors import UserInputError
-from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink, finish_reason
+from npu_engine.generation import (
+    GenerationMetrics,
+    Message,
+    RawGeneration,
+    SamplingOptions,
+    TextSink,
+    finish_reason,
+)
 from npu_engine.machine import cpu_threads
 from npu_engine.manifest import Manifest
 from npu_engine.progress import SilentReporter
@@ -107,15 +114,14 @@ class LlamaCppModel:
         evaluated = int(self._llm.n_tokens)
         decode_seconds = max(last - first, 1e-9)
         tpot = decode_seconds * 1000 / (output - 1) if output > 1 else 0.0
-        return RawGeneration(
-            text=text,
-            input_tokens=max(evaluated - output, 0),
-            output_tokens=output,
+        metrics = GenerationMetrics(
             ttft_ms=(first - started) * 1000,
             tpot_ms=tpot,
             tokens_per_second=1000 / tpot if tpot else 0.0,
-            finish_reason=finish_reason(output, options, cancelled),
+            input_tokens=max(evaluated - output, 0),
+            output_tokens=output,
         )
+        return RawGeneration(text, finish_reason(output, options, cancelled), metrics)
 
     @property
     def quantization(self) -> str:

@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
 from npu_engine.answers import has_closed_block
-from npu_engine.backends.openvino_genai import OpenVinoPipelineFactory, PipelineSpec
+from npu_engine.backends.factory import OpenVinoPipelineFactory
+from npu_engine.backends.pipeline_spec import PipelineSpec
 from npu_engine.coding_tasks import CodingTask, TaskOutcome, score_task
 from npu_engine.data import read_lines
-from npu_engine.engine import Decoding, Engine, GenerationResult
+from npu_engine.engine import Engine
 from npu_engine.errors import EngineBusyError
-from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink
+from npu_engine.generation import GenerationMetrics, Message, RawGeneration, SamplingOptions, TextSink
 from npu_engine.machine import peak_memory
+from npu_engine.request import Decoding, GenerationResult
 from npu_engine.scheduler import Measurement
 
 QUALITY_MAX_NEW_TOKENS = 512
@@ -44,21 +46,6 @@ class Spread:
 
     def __str__(self) -> str:
         return f"{self.mean:.1f} ± {self.std:.1f}"
-
-
-class RunFigures(Protocol):
-    """What one generate call measured (the engine's GenerationMetrics and RawGeneration both have it)."""
-
-    @property
-    def ttft_ms(self) -> float: ...
-    @property
-    def tpot_ms(self) -> float: ...
-    @property
-    def tokens_per_second(self) -> float: ...
-    @property
-    def input_tokens(self) -> int: ...
-    @property
-    def output_tokens(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -87,7 +74,7 @@ def summarize(
     device: str,
     mode: str,
     model: str,
-    runs: Sequence[RunFigures],
+    runs: Sequence[GenerationMetrics],
     load_seconds: float,
     peak_rss_bytes: int,
 ) -> SpeedSummary:
@@ -159,7 +146,7 @@ class Generator(Protocol):
 
     def __call__(
         self, messages: Sequence[Message], options: SamplingOptions, on_text: TextSink | None = None
-    ) -> RunFigures: ...
+    ) -> RawGeneration: ...
 
 
 def measure_baseline(
@@ -175,8 +162,9 @@ def measure_baseline(
 ) -> SpeedSummary:
     """The same warm-up and runs as `measure_speed`, through a baseline."""
 
-    def ask(prompt: str, max_tokens: int) -> RunFigures:
-        return generate([{"role": "user", "content": prompt}], SamplingOptions(max_new_tokens=max_tokens))
+    def ask(prompt: str, max_tokens: int) -> GenerationMetrics:
+        messages = [{"role": "user", "content": prompt}]
+        return generate(messages, SamplingOptions(max_new_tokens=max_tokens)).metrics
 
     _, results, peak_bytes = _warm_then_runs(ask, prompts, runs, max_new_tokens)
     return summarize(system, tier, "CPU", mode, model, results, load_seconds, peak_bytes)

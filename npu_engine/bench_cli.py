@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar, cast, get_args
 
-from npu_engine.backends.openvino_genai import OpenVinoPipeline, PipelineSpec
+from npu_engine.backends.openvino_genai import OpenVinoPipeline
+from npu_engine.backends.pipeline_spec import PipelineSpec
 from npu_engine.backends.remote import OllamaBackend, ollama_base_url
 from npu_engine.baselines import LlamaCppModel, ollama_available, source_gguf
 from npu_engine.bench import (
@@ -43,12 +44,13 @@ from npu_engine.cli_support import run_cli
 from npu_engine.coding_tasks import LANGUAGES, CodingTask, load_tasks
 from npu_engine.device_profile import DeviceProfile, profile_path, write_profile
 from npu_engine.devices import DEVICE_KINDS, DeviceKind, Inventory, discover
-from npu_engine.engine import Decoding, Engine, fast_tier_generate
+from npu_engine.engine import Engine, fast_tier_generate
 from npu_engine.errors import NpuEngineError, UserInputError
 from npu_engine.files import write_text_atomically
 from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink
 from npu_engine.machine import decode_ceiling, decode_read_bytes, machine_facts, measure_read_bandwidth
 from npu_engine.manifest import Manifest
+from npu_engine.request import Decoding
 from npu_engine.router import Router, load_rules, model_classifier
 from npu_engine.router_fit import confusion_table, evaluate, fit, load_labelled
 from npu_engine.settings import catalog_profile, engine_home, ollama_host
@@ -282,7 +284,7 @@ def _run(args: argparse.Namespace) -> int:
         _baselines(plan, catalog, store, used, results)
     if "speed" in plan.parts and results.speed:
         _ceilings(plan, catalog, store, used, results)
-    real = [(kind, engine) for kind, engine in engines if not engine.emulate_npu]
+    real = [(kind, engine) for kind, engine in engines if not engine.emulates_npu]
     if "concurrency" in plan.parts and real:
         kind, engine = real[0]
         tier = "code" if "code" in plan.tiers else plan.tiers[0]
@@ -298,7 +300,7 @@ def _run(args: argparse.Namespace) -> int:
         for kind, engine in real:
             for manifest in used.values():
                 if manifest.device == kind or kind in manifest.recipe.devices:
-                    device = engine.inventory.of_kind(kind)[0].name
+                    device = engine.device_of_kind(kind)
                     _say(f"load: {manifest.name} on {device}, cold then warm")
                     results.load.append(measure_load(manifest.name, store.path(manifest.name), device))
     if "quality" in plan.parts and real:
@@ -333,13 +335,13 @@ def _engines(
         only = Inventory(
             here.description, here.memory_bytes, here.cpu_cores, tuple(devices or here.of_kind("cpu"))
         )
-        engine = Engine(
+        engine = Engine.from_settings(
+            plan.profile,
             store=store,
             catalog=catalog,
-            profile=plan.profile,
             inventory=only,
             emulate_npu=emulate,
-            remotes={},
+            remotes=(),
             measurements=[],
             continuous_batching=plan.continuous_batching,
         )
@@ -352,7 +354,7 @@ def _speed(plan: RunPlan, engines: list[tuple[DeviceKind, Engine]], results: Ben
     for kind, engine in engines:
         measured: dict[tuple[str, str | None, str], SpeedSummary] = {}
         for tier in plan.tiers:
-            spec = engine.profile.tier(tier)
+            spec = engine.tier(tier)
             for mode in plan.modes:
                 if mode == "speculative" and spec.draft is None:
                     continue
@@ -375,11 +377,11 @@ def _speed(plan: RunPlan, engines: list[tuple[DeviceKind, Engine]], results: Ben
                     results.notes.append(note)
                     _say(note)
                     continue
-                if engine.emulate_npu and not summary.emulated:
+                if engine.emulates_npu and not summary.emulated:
                     continue  # the emulated NPU could not take it; the CPU answered, measured on its own
                 measured[key] = summary
                 results.speed.append(summary)
-                engine.pool.unload()  # each mode's peak memory is its own
+                engine.unload()  # each mode's peak memory is its own
                 _say(
                     f"measured {tier} on {summary.device} ({mode}): {summary.tokens_per_second} tokens/s "
                     f"in {time.monotonic() - began:.0f}s"
@@ -485,7 +487,7 @@ def _quality_runs(
     """pass@1 for each distinct model of the tiers (plain greedy decoding), then llama.cpp on its GGUF."""
     seen: set[str] = set()
     for tier in plan.tiers:
-        model = engine.profile.tier(tier).model
+        model = engine.tier(tier).model
         if model in seen:
             continue
         seen.add(model)
@@ -512,7 +514,7 @@ def _quality_runs(
                 plan.tasks,
             )
         )
-        engine.pool.unload()
+        engine.unload()
         gguf = source_gguf(manifest, catalog, store) if "baselines" in plan.parts and manifest else None
         if gguf is not None:
             _say(f"quality: {len(plan.tasks)} tasks on llama.cpp {gguf.name}")
@@ -588,7 +590,7 @@ def _routing(args: argparse.Namespace) -> int:
     catalog = load_catalog()
     router = Router(rules, catalog.profile(profile_name))
     if args.second_stage:
-        engine = Engine(catalog=catalog, profile=profile_name)
+        engine = Engine.from_settings(profile_name, catalog=catalog)
         router = Router(rules, router.profile, model_classifier(fast_tier_generate(engine)))
     reports = [evaluate(router, prompts, split) for split in ("train", "heldout")]
     parts = ["# Router accuracy" + (" (rules, then the fast model when unsure)" if args.second_stage else "")]

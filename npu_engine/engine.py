@@ -1,6 +1,10 @@
-"""The engine's Python API: `Engine().generate(...)` answers a tier from the device the scheduler
-chose, walks the tier's fallback chain (NPU -> GPU -> CPU -> Ollama -> an OpenAI-compatible server)
-when a step fails, and reports every step it took."""
+"""The engine's Python API: `Engine.from_settings().generate(...)` answers a tier from the device the
+planner chose, walks the tier's fallback chain (NPU -> GPU -> CPU -> Ollama -> an OpenAI-compatible
+server) when a step fails, and reports every step it took.
+
+The engine executes; the Planner decides (where a tier runs, which conversion, which decoding);
+the targets run. Everything the server and the bench may ask of it is a method below: nothing
+outside reaches its pool or store."""
 
 import logging
 import queue
@@ -8,21 +12,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
-from npu_engine.backends.openvino_genai import (
-    BatchingLimits,
-    DecodingMode,
-    OpenVinoPipelineFactory,
-    PipelineSpec,
-)
-from npu_engine.backends.remote import OllamaBackend, OpenAICompatibleBackend, ollama_base_url
-from npu_engine.catalog import Catalog, load_catalog
-from npu_engine.demands import manifest_for, tier_demands
-from npu_engine.device_profile import profile_path, read_profile
-from npu_engine.devices import Device, Inventory, discover
+from npu_engine.backends.factory import OpenVinoPipelineFactory
+from npu_engine.bridge import Run
+from npu_engine.catalog import Catalog, TierSpec, load_catalog
+from npu_engine.devices import DeviceKind, Inventory, discover
 from npu_engine.errors import (
-    ContextLengthError,
     EngineBusyError,
     GenerationError,
     NetworkError,
@@ -30,100 +27,97 @@ from npu_engine.errors import (
     UserInputError,
     presentable,
 )
-from npu_engine.generation import (
-    Message,
-    RawGeneration,
-    SamplingOptions,
-    TextSink,
-    as_messages,
-    validate_messages,
-)
+from npu_engine.generation import GenerationMetrics, Message, TextSink
 from npu_engine.manifest import Manifest
-from npu_engine.pipelines import Pipeline, PipelinePool
+from npu_engine.pipelines import Pipeline, PipelineKey, PipelinePool
+from npu_engine.planner import Planner
 from npu_engine.recipes import load_recipe_book
+from npu_engine.request import (
+    AUTO,
+    Decoding,
+    FallbackStep,
+    GenerateRequest,
+    GenerationResult,
+    StreamChunk,
+)
 from npu_engine.router import Route, Router, load_rules
-from npu_engine.scheduler import OLLAMA, Measurement, Plan, default_budget, plan
-from npu_engine.settings import engine_home, ollama_host, openai_fallback, router_rules_path
+from npu_engine.scheduler import Measurement, Plan, default_budget
+from npu_engine.settings import engine_home, router_rules_path
 from npu_engine.store import ModelStore
+from npu_engine.targets import DeviceTarget, Job, PipelineLoader, RemoteTarget, Target, Unavailable
+from npu_engine.wiring import measured_speeds, remotes_from_settings, with_emulated_npu
 
 log = logging.getLogger("npu_engine")
 
-Decoding = Literal["auto", "plain", "speculative", "prompt_lookup"]
-OPENAI = "openai"
-NPU_MAX_PROMPT = 1024
-NPU_MIN_RESPONSE = 512
-
 
 @dataclass(frozen=True)
-class GenerationMetrics:
-    """Measurements of one call; times in milliseconds, load in seconds (0 when already loaded)."""
+class Prepared:
+    """A request ready to run: routed (for tier `auto`), checked, and its chain of targets planned
+    from one reading of the store."""
 
-    ttft_ms: float
-    tpot_ms: float
-    tokens_per_second: float
-    input_tokens: int
-    output_tokens: int
-    load_seconds: float
-    accepted_tokens: int | None = None  # speculative and prompt-lookup decoding only
-
-
-@dataclass(frozen=True)
-class FallbackStep:
-    """A step of the chain that did not answer, and why."""
-
-    target: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    text: str
-    finish_reason: str
-    tier: str
-    model: str
-    device: str
-    decoding: str
-    metrics: GenerationMetrics
-    fallback: tuple[FallbackStep, ...] = ()
-    route: Route | None = None  # how the router chose the tier, for tier="auto"
-
-
-@dataclass(frozen=True)
-class RemoteTarget:
-    """An HTTP fallback: the adapter and how it names each tier's model."""
-
-    backend: OllamaBackend | OpenAICompatibleBackend
-    models: Callable[[str], str | None]
+    job: Job
+    chain: tuple[Target, ...]
+    route: Route | None = None
 
 
 class Engine:
     """Serves generate calls for the tiers of a catalog profile from the models in the store.
 
-    Collaborators are arguments: the store, the catalog, the machine's inventory (discovered when
-    None), the pipeline factory (OpenVINO GenAI when None) and the remote fallbacks (Ollama at
-    `$OLLAMA_HOST` when None; pass {} for none). `emulate_npu` adds an NPU that runs through NPUW on
-    the CPU, for machines without one: a correctness path, never a speed figure.
+    The constructor takes collaborators: the planner (the policy), the store, the pipeline pool,
+    the router and the remote fallbacks, tried in order after this machine's devices.
+    `Engine.from_settings()` builds them from the environment and this machine's hardware.
 
-    Model files are checked against their manifests whenever they are loaded (see
-    `ModelStore.checked_path`); `allow_modified_models` serves a mismatch with a warning instead.
-
+    `emulate_npu` says the planner's NPU is the NPU plugin running through NPUW on the CPU: a
+    correctness path, never a speed figure. Model files are checked against their manifests
+    whenever they are loaded; `allow_modified_models` serves a mismatch with a warning instead.
     `continuous_batching` decodes concurrent plain requests on the CPU and GPU together in one
-    ContinuousBatchingPipeline instead of queueing them on an LLMPipeline. Off by default: OpenVINO
-    GenAI 2026.4's continuous batching keeps memory from every finished request (see
-    backends/batching.py), which a long-running server cannot afford.
+    ContinuousBatchingPipeline instead of queueing them on an LLMPipeline (off by default: see
+    backends/batching.py for what OpenVINO GenAI 2026.4 keeps from every request there).
     """
 
     def __init__(
         self,
+        planner: Planner,
+        store: ModelStore,
+        pool: PipelinePool,
+        router: Router,
+        remotes: Sequence[RemoteTarget] = (),
+        *,
+        emulate_npu: bool = False,
+        continuous_batching: bool = False,
+        allow_modified_models: bool = False,
+        failure_ttl_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._planner = planner
+        self._store = store
+        self._pool = pool
+        self._router = router
+        self._remotes = tuple(remotes)
+        self._emulate_npu = emulate_npu
+        self._loader = PipelineLoader(store, pool, continuous_batching, allow_modified_models)
+        self._devices = {
+            device.name: DeviceTarget(device, planner, self._loader, emulate_npu and device.kind == "npu")
+            for device in planner.inventory.devices
+        }
+        self._failure_ttl = failure_ttl_seconds
+        self._failures: dict[tuple[str, str], tuple[float, str]] = {}
+        self._clock = clock
+        self._guard = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls,
+        profile: str = "embedded",
+        *,
         store: ModelStore | None = None,
         catalog: Catalog | None = None,
-        profile: str = "embedded",
         inventory: Inventory | None = None,
         pipeline_factory: Callable[[Any], Pipeline] | None = None,
         emulate_npu: bool = False,
         memory_budget: int | None = None,
         measurements: Sequence[Measurement] | None = None,
-        remotes: dict[str, RemoteTarget] | None = None,
+        remotes: Sequence[RemoteTarget] | None = None,
         keep_alive_seconds: float = 300.0,
         max_waiting: int = 8,
         failure_ttl_seconds: float = 60.0,
@@ -131,126 +125,106 @@ class Engine:
         router: Router | None = None,
         continuous_batching: bool = False,
         allow_modified_models: bool = False,
-    ) -> None:
-        self.store = store or ModelStore(engine_home())
-        self.catalog = catalog or load_catalog()
-        self.profile = self.catalog.profile(profile)
-        self.recipes = load_recipe_book()
+    ) -> "Engine":
+        """The engine as this machine and its settings make it: the store at `$NPU_ENGINE_HOME`,
+        the shipped catalog and recipes, the devices OpenVINO sees, the device profile `npu-bench`
+        wrote, the router's rules, Ollama at `$OLLAMA_HOST` and the configured OpenAI-compatible
+        fallback. Each argument given replaces what would be read (`remotes=()`: no fallbacks)."""
+        store = store or ModelStore(engine_home())
+        catalog = catalog or load_catalog()
         inventory = inventory or discover()
-        self.emulate_npu = emulate_npu and not inventory.of_kind("npu")
-        if self.emulate_npu:
-            cpu = inventory.of_kind("cpu")[0]
-            npu = Device("NPU", "npu", f"NPU emulated on {cpu.full_name}", cpu.memory_bytes, True)
-            inventory = Inventory(
-                inventory.description, inventory.memory_bytes, inventory.cpu_cores, (npu, *inventory.devices)
-            )
-        self.inventory = inventory
-        self.memory_budget = memory_budget or default_budget(inventory)
-        if measurements is None:
-            measured = read_profile(profile_path(self.store.root))
-            measurements = measured.measurements if measured else ()
-        self.measurements = list(measurements)
-        if remotes is None:
-            ollama = OllamaBackend(ollama_base_url(ollama_host()))
-            remotes = {OLLAMA: RemoteTarget(ollama, lambda model: self.catalog.model(model).ollama)}
-            configured = openai_fallback()
-            if configured is not None:
-                url, name, key = configured
-                remotes[OPENAI] = RemoteTarget(OpenAICompatibleBackend(url, key), lambda _model: name)
-        self.remotes = remotes
-        self.pool = PipelinePool(
+        emulate_npu = emulate_npu and not inventory.of_kind("npu")
+        if emulate_npu:
+            inventory = with_emulated_npu(inventory)
+        planner = Planner(
+            catalog.profile(profile),
+            catalog,
+            load_recipe_book(),
+            inventory,
+            memory_budget or default_budget(inventory),
+            measured_speeds(store) if measurements is None else measurements,
+        )
+        pool = PipelinePool(
             pipeline_factory or OpenVinoPipelineFactory(),
-            self.memory_budget,
+            planner.memory_budget,
             keep_alive_seconds,
             max_waiting,
             clock,
         )
-        self.continuous_batching = continuous_batching
-        self.allow_modified_models = allow_modified_models
-        self.router = router or Router(load_rules(router_rules_path(self.store.root)), self.profile)
-        self._failure_ttl = failure_ttl_seconds
-        self._failures: dict[tuple[str, str], tuple[float, str]] = {}
-        self._clock = clock
-        self._guard = threading.Lock()
+        router = router or Router(load_rules(router_rules_path(store.root)), planner.profile)
+        return cls(
+            planner,
+            store,
+            pool,
+            router,
+            remotes_from_settings(catalog) if remotes is None else remotes,
+            emulate_npu=emulate_npu,
+            continuous_batching=continuous_batching,
+            allow_modified_models=allow_modified_models,
+            failure_ttl_seconds=failure_ttl_seconds,
+            clock=clock,
+        )
 
-    # -- planning -------------------------------------------------------------------------------
-
-    def plan(self, manifests: list[Manifest] | None = None) -> Plan:
-        """Where each tier runs now, given the converted models in the store (or `manifests`)."""
-        found = self.store.manifests() if manifests is None else manifests
-        demands = tier_demands(self.profile, self.catalog, found, self.recipes)
-        return plan(self.inventory, demands, self.memory_budget, self.measurements)
-
-    def chain(self, tier: str, manifests: list[Manifest] | None = None) -> list[str]:
-        """The tier's device chain then its remote fallbacks, in order."""
-        self.profile.tier(tier)
-        placement = self.plan(manifests).placement(tier)
-        steps = ([placement.device] if placement.device else []) + [
-            s for s in placement.fallback if s != OLLAMA
-        ]
-        return steps + [name for name in (OLLAMA, OPENAI) if name in self.remotes]
-
-    # -- generation -----------------------------------------------------------------------------
+    # -- answering ------------------------------------------------------------------------------
 
     def generate(
         self,
-        prompt: str | Sequence[Message],
+        prompt: str | Sequence[Message] | GenerateRequest,
         *,
-        tier: str = "code",
-        max_new_tokens: int = 512,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop: Sequence[str] = (),
-        seed: int | None = None,
-        decoding: Decoding = "auto",
         on_text: TextSink | None = None,
+        **keywords: Any,
     ) -> GenerationResult:
-        """Answer a prompt or chat messages with the tier's model; greedy unless temperature > 0.
+        """Answer a request, or a prompt or chat messages with GenerateRequest.of's keywords (tier,
+        max_new_tokens, temperature, top_p, stop, seed, decoding); greedy unless temperature > 0.
 
         `tier="auto"` lets the router choose the tier (and prompt lookup for edits, when `decoding`
         is auto). `on_text` hears each piece of text as it is produced and may return True to stop.
         """
-        chosen: Route | None = None
-        if tier == "auto":
-            chosen = self.router.route(prompt)
-            tier = chosen.tier
-        # The router's prompt lookup is a preference: where it cannot run (the NPU), decode plainly.
-        lenient = chosen is not None and decoding == "auto" and chosen.strategy == "prompt_lookup"
-        result = self._generate(
-            prompt,
-            tier,
-            max_new_tokens,
-            temperature,
-            top_p,
-            stop,
-            seed,
-            "prompt_lookup" if lenient else decoding,
-            on_text,
-            lenient,
-        )
-        return replace(result, route=chosen) if chosen else result
+        return self.run(self.prepare(_request(prompt, keywords)), on_text)
 
-    def _generate(
-        self,
-        prompt: str | Sequence[Message],
-        tier: str,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        stop: Sequence[str],
-        seed: int | None,
-        decoding: Decoding,
-        on_text: TextSink | None,
-        lenient: bool = False,
-    ) -> GenerationResult:
-        # Checked here, before any device: a request the runtime would reject is the caller's
-        # mistake (400), never a device failure that takes the model out of service.
-        options = SamplingOptions(max_new_tokens, temperature, top_p, tuple(stop), seed).validate()
-        messages = as_messages(prompt)
-        validate_messages(messages)
-        spec = self.profile.tier(tier)
-        every = self.store.manifests()
-        manifests = [m for m in every if m.model in (spec.model, spec.draft)]
+    def stream(
+        self, prompt: str | Sequence[Message] | GenerateRequest, **keywords: Any
+    ) -> Iterator[StreamChunk]:
+        """StreamChunks of text as they are produced, then one holding the GenerationResult.
+        Closing the iterator early stops the generation within a token or two."""
+        prepared = self.prepare(_request(prompt, keywords))
+        chunks: queue.Queue[StreamChunk | BaseException] = queue.Queue()
+        run = Run(lambda sink: self.run(prepared, sink), chunks.put)
+        try:
+            while True:
+                chunk = chunks.get()
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                yield chunk
+                if chunk.result is not None:
+                    return
+        finally:
+            run.stop.set()
+            run.join()
+
+    def prepare(self, request: GenerateRequest) -> Prepared:
+        """Route the request (tier `auto`), check it, and plan its chain, reading the store once.
+        Raises UserInputError for a request no target could take."""
+        route: Route | None = None
+        lenient = False
+        if request.tier == AUTO:
+            route = self._router.route(request.messages)
+            # The router's prompt lookup is a preference: where it cannot run (the NPU), decode plainly.
+            lenient = request.decoding == "auto" and route.strategy == "prompt_lookup"
+            request = replace(
+                request, tier=route.tier, decoding="prompt_lookup" if lenient else request.decoding
+            )
+        request.validate()
+        tier = self._planner.tier(request.tier)
+        every = self._store.manifests()
+        mine = tuple(m for m in every if m.model in (tier.model, tier.draft))
+        chain = self._chain(request.tier, every)
+        return Prepared(Job(request, tier, mine, lenient), chain, route)
+
+    def run(self, prepared: Prepared, on_text: TextSink | None = None) -> GenerationResult:
+        """Walk the prepared chain until a target answers; each step that does not is reported.
+        A failure after text was streamed ends the request: another target would start over."""
+        tier, model = prepared.job.tier.tier, prepared.job.tier.model
         steps: list[FallbackStep] = []
         streamed = False
 
@@ -259,214 +233,147 @@ class Engine:
             streamed = True
             return on_text(text) if on_text is not None else None
 
-        for target in self.chain(tier, every):
-            skip = self._recent_failure(target, spec.model)
+        for target in prepared.chain:
+            skip = self._recent_failure(target.name, model)
             if skip:
-                steps.append(FallbackStep(target, f"skipped: failed {skip}"))
+                steps.append(FallbackStep(target.name, f"skipped: failed {skip}"))
                 continue
             try:
-                if target in self.remotes:
-                    remote = self.remotes[target]
-                    name = remote.models(spec.model)
-                    if not name:
-                        steps.append(FallbackStep(target, f"no {target} model for {spec.model}"))
-                        continue
-                    raw = remote.backend.generate(name, messages, options, heard)
-                    return self._result(raw, tier, f"{target}:{name}", target, "plain", 0.0, steps)
-                return self._local(
-                    target,
-                    spec.model,
-                    spec.draft,
-                    manifests,
-                    messages,
-                    options,
-                    decoding,
-                    heard,
-                    tier,
-                    steps,
-                    lenient,
-                )
-            except _Skip as skip_step:
-                steps.append(FallbackStep(target, str(skip_step)))
+                result = target.answer(prepared.job, heard)
+                return replace(result, fallback=tuple(steps), route=prepared.route)
+            except Unavailable as unavailable:
+                steps.append(FallbackStep(target.name, str(unavailable)))
             except (NpuEngineError, RuntimeError, OSError) as error:
                 if isinstance(error, (UserInputError, EngineBusyError)):
                     raise
                 # Users see the sentence, never a library's file paths; the log keeps the detail.
-                log.warning("tier %s: %s failed: %s", tier, target, error)
+                log.warning("tier %s: %s failed: %s", tier, target.name, error)
                 reason = presentable(error)[:300]
+                self._remember_failure(target.name, model, reason)
                 if streamed:
-                    # The caller already holds part of this answer: another device would start over.
-                    self._remember_failure(target, spec.model, reason)
                     raise GenerationError(
-                        f"{target} failed mid-answer for tier {tier!r}: {reason}"
+                        f"{target.name} failed mid-answer for tier {tier!r}: {reason}"
                     ) from error
-                self._remember_failure(target, spec.model, reason)
-                steps.append(FallbackStep(target, f"failed: {reason}"))
+                steps.append(FallbackStep(target.name, f"failed: {reason}"))
         detail = "; ".join(f"{s.target}: {s.reason}" for s in steps) or "the chain is empty"
         raise GenerationError(f"no device or fallback could answer tier {tier!r} ({detail})")
 
-    def stream(self, prompt: str | Sequence[Message], **kwargs: Any) -> Iterator[str | GenerationResult]:
-        """Yield text pieces as they are produced, then the GenerationResult. Stopping the iteration
-        early (closing the generator) stops the generation within a token or two."""
-        pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
-        stop = threading.Event()
+    def generate_on(
+        self,
+        model: str,
+        device: str,
+        prompt: str | Sequence[Message],
+        *,
+        max_new_tokens: int = 512,
+        on_text: TextSink | None = None,
+    ) -> GenerationResult:
+        """Greedy plain decoding on one converted model (a store name) on one device: no chain, no
+        fallback; loaded through the pool, so `unload` drops it. For measuring one conversion."""
+        request = GenerateRequest.of(prompt, tier="-", max_new_tokens=max_new_tokens, decoding="plain")
+        request.validate()
+        manifest = self._converted(model)
+        spec = self._loader.spec(manifest, self._planner.inventory.device(device).name)
+        with self._loader.use((manifest.name, device, "plain"), spec, manifest.size) as (pipeline, loaded):
+            raw = pipeline.generate(request.messages, request.options, on_text)
+        metrics = replace(raw.metrics, load_seconds=loaded)
+        return GenerationResult(raw.text, raw.finish_reason, "-", manifest.name, device, "plain", metrics)
 
-        def sink(text: str) -> bool:
-            pieces.put(("text", text))
-            return stop.is_set()
+    def load_seconds(self, model: str, device: str, cache_dir: Path) -> float:
+        """Open one converted model on one device with this compiled-model cache folder, outside the
+        pool, and return how long it took (the pipeline is dropped after)."""
+        spec = replace(self._loader.spec(self._converted(model), device), cache_dir=cache_dir)
+        return self._pool.open(spec).load_seconds
 
-        def work() -> None:
-            try:
-                pieces.put(("done", self.generate(prompt, on_text=sink, **kwargs)))
-            except BaseException as error:  # handed to the consumer's thread
-                pieces.put(("error", error))
+    # -- declared operations: what the server, the CLI and the bench may ask ---------------------
 
-        worker = threading.Thread(target=work, daemon=True)
-        worker.start()
-        try:
-            while True:
-                kind, value = pieces.get()
-                if kind == "text":
-                    yield value
-                elif kind == "done":
-                    yield value
-                    return
-                else:
-                    raise value
-        finally:
-            stop.set()
-            worker.join()
+    @property
+    def profile_name(self) -> str:
+        return self._planner.profile.name
+
+    @property
+    def measurements(self) -> list[Measurement]:
+        """The measured speeds the planner decides with."""
+        return list(self._planner.measurements)
+
+    @property
+    def emulates_npu(self) -> bool:
+        return self._emulate_npu
+
+    def tiers(self) -> dict[str, TierSpec]:
+        """The profile's tiers by name."""
+        return dict(self._planner.profile.tiers)
+
+    def tier(self, tier: str) -> TierSpec:
+        """The profile's tier; UserInputError when it has none of that name."""
+        return self._planner.tier(tier)
+
+    def device_names(self) -> list[str]:
+        return [device.name for device in self._planner.inventory.devices]
+
+    def device_of_kind(self, kind: DeviceKind) -> str:
+        """The first device of this kind, by name; UserInputError when there is none."""
+        found = self._planner.inventory.of_kind(kind)
+        if not found:
+            raise UserInputError(f"no {kind.upper()} here (devices: {', '.join(self.device_names())})")
+        return found[0].name
+
+    def decoding_for(self, tier: str, kind: DeviceKind, has_draft: bool) -> Decoding:
+        """The mode `decoding="auto"` picks for the tier on a device of this kind."""
+        return self._planner.fastest_mode(tier, kind, has_draft)
+
+    def plan(self) -> Plan:
+        """Where each tier runs now, given the converted models in the store."""
+        return self._planner.plan(self._store.manifests())
+
+    def chain(self, tier: str) -> list[Target]:
+        """The targets a request for `tier` tries, in order."""
+        return list(self._chain(tier, self._store.manifests()))
+
+    def converted(self) -> list[Manifest]:
+        """The converted models in the store."""
+        return self._store.manifests()
+
+    def loaded(self) -> list[PipelineKey]:
+        """The loaded pipelines: (converted model, device, decoding mode)."""
+        return self._pool.loaded()
+
+    def keep_alive_of(self, model: str) -> float:
+        """Seconds a converted model stays loaded after its last use (math.inf: until unloaded)."""
+        return self._pool.keep_alive_of(model)
+
+    def keep_alive(self, tier: str, seconds: float | None) -> list[PipelineKey]:
+        """Keep every conversion of the tier's model loaded this long after its last use
+        (None: the default; 0 unloads them now, once idle). Returns what was unloaded."""
+        model = self._planner.tier(tier).model
+        dropped: list[PipelineKey] = []
+        for manifest in self._store.manifests():
+            if manifest.model == model:
+                dropped += self._pool.keep_alive(manifest.name, seconds)
+        return dropped
+
+    def unload(self, model: str | None = None) -> list[PipelineKey]:
+        """Drop the idle pipelines of a converted model (of all when None)."""
+        return self._pool.unload(model)
+
+    def unload_idle(self) -> list[PipelineKey]:
+        """Drop pipelines unused for longer than their keep-alive."""
+        return self._pool.unload_idle()
+
+    def queue_depth(self) -> int:
+        """Requests queued or generating, on all loaded models."""
+        return self._pool.queued()
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _local(
-        self,
-        device_name: str,
-        model: str,
-        draft: str | None,
-        manifests: list[Manifest],
-        messages: list[Message],
-        options: SamplingOptions,
-        decoding: Decoding,
-        on_text: TextSink | None,
-        tier: str,
-        steps: list[FallbackStep],
-        lenient: bool = False,
-    ) -> GenerationResult:
-        device = self.inventory.device(device_name)
-        manifest = manifest_for(manifests, model, device.kind, self.recipes)
-        if manifest is None:
-            raise _Skip(
-                f"{model} is not converted for {device.kind.upper()} "
-                f"(npu-convert tier {tier} --profile {self.profile.name} --device {device.kind})"
-            )
-        mode, draft_manifest = self._decoding(decoding, tier, device, draft, manifests, lenient)
-        # Memory as the scheduler counts it: weights (with the draft's) plus the KV cache at the
-        # tier's planned context, which also sizes the batching pipeline's shared cache.
-        kv = self.catalog.model(model).kv_bytes_per_token * self.profile.tier(tier).context
-        size = manifest.size + (draft_manifest.size if draft_manifest else 0) + kv
-        allowed = self.allow_modified_models
-        spec = PipelineSpec(
-            model_path=self.store.checked_path(manifest, allowed),
-            device=device.name,
-            cache_dir=self.store.cache_dir,
-            max_prompt_len=NPU_MAX_PROMPT,
-            min_response_len=NPU_MIN_RESPONSE,
-            emulate_npu=self.emulate_npu and device.kind == "npu",
-            mode=mode,
-            draft_path=self.store.checked_path(draft_manifest, allowed) if draft_manifest else None,
-            batching=(
-                BatchingLimits(max_sequences=self.pool.max_waiting, cache_bytes=kv * 2)
-                if self.continuous_batching
-                else None
-            ),
-        )
-        context = min(self.profile.tier(tier).context, manifest.context_length)
-        with self.pool.use((manifest.name, device.name, mode), spec, size) as (pipeline, load_seconds):
-            prompt_tokens = pipeline.count_prompt_tokens(messages)
-            if prompt_tokens >= context:
-                raise ContextLengthError(prompt_tokens, context, f"tier {tier} ({model})")
-            if device.kind == "npu" and (
-                prompt_tokens > NPU_MAX_PROMPT
-                or prompt_tokens + options.max_new_tokens > NPU_MAX_PROMPT + NPU_MIN_RESPONSE
-            ):
-                raise _Skip(
-                    f"prompt of {prompt_tokens} tokens plus {options.max_new_tokens} new "
-                    "exceeds the NPU's "
-                    f"static shape ({NPU_MAX_PROMPT} prompt, {NPU_MAX_PROMPT + NPU_MIN_RESPONSE} in all)"
-                )
-            raw = pipeline.generate(messages, options, on_text)
-        label = device.name + (" (emulated on CPU)" if spec.emulate_npu else "")
-        return self._result(raw, tier, manifest.name, label, mode, load_seconds, steps)
+    def _chain(self, tier: str, manifests: Sequence[Manifest]) -> tuple[Target, ...]:
+        devices: list[Target] = [self._devices[d.name] for d in self._planner.devices(tier, manifests)]
+        return (*devices, *self._remotes)
 
-    def _decoding(
-        self,
-        decoding: Decoding,
-        tier: str,
-        device: Device,
-        draft: str | None,
-        manifests: list[Manifest],
-        lenient: bool = False,
-    ) -> tuple[DecodingMode, Manifest | None]:
-        draft_manifest = manifest_for(manifests, draft, device.kind, self.recipes) if draft else None
-        if decoding == "auto":
-            decoding = self._fastest_mode(tier, device, draft_manifest is not None)
-        if decoding == "speculative":
-            if draft_manifest is None or device.kind == "npu":
-                raise UserInputError(
-                    f"speculative decoding needs a converted draft model on {device.kind.upper()}"
-                )
-            return "speculative", draft_manifest
-        if decoding == "prompt_lookup":
-            if device.kind == "npu" and lenient:
-                return "plain", None
-            if device.kind == "npu":
-                raise UserInputError("prompt-lookup decoding is not available on the NPU")
-            return "prompt_lookup", None
-        return "plain", None
-
-    def _fastest_mode(self, tier: str, device: Device, has_draft: bool) -> Decoding:
-        """`auto`: the mode measured fastest for this tier and device kind; plain when unmeasured.
-
-        Prompt lookup pays only when the answer repeats the prompt, so only a request (or the
-        router) asks for it; `auto` chooses between plain and speculative."""
-        usable = {"plain", "speculative"} if has_draft and device.kind != "npu" else {"plain"}
-        speeds = {
-            m.mode: m.tokens_per_second
-            for m in self.measurements
-            if m.tier == tier and m.device == device.kind and m.mode in usable
-        }
-        best = max(speeds, key=lambda mode: speeds[mode], default="plain")
-        return "speculative" if best == "speculative" else "plain"
-
-    def _result(
-        self,
-        raw: RawGeneration,
-        tier: str,
-        model: str,
-        device: str,
-        decoding: str,
-        load_seconds: float,
-        steps: list[FallbackStep],
-    ) -> GenerationResult:
-        return GenerationResult(
-            text=raw.text,
-            finish_reason=raw.finish_reason,
-            tier=tier,
-            model=model,
-            device=device,
-            decoding=decoding,
-            metrics=GenerationMetrics(
-                raw.ttft_ms,
-                raw.tpot_ms,
-                raw.tokens_per_second,
-                raw.input_tokens,
-                raw.output_tokens,
-                load_seconds,
-                raw.accepted_tokens,
-            ),
-            fallback=tuple(steps),
-        )
+    def _converted(self, model: str) -> Manifest:
+        for manifest in self._store.manifests():
+            if manifest.name == model:
+                return manifest
+        raise UserInputError(f"no converted model {model!r} in the store")
 
     def _recent_failure(self, target: str, model: str) -> str | None:
         with self._guard:
@@ -480,6 +387,14 @@ class Engine:
             self._failures[(target, model)] = (self._clock(), reason)
 
 
+def _request(prompt: str | Sequence[Message] | GenerateRequest, keywords: dict[str, Any]) -> GenerateRequest:
+    if isinstance(prompt, GenerateRequest):
+        if keywords:
+            raise TypeError("pass a GenerateRequest alone, or a prompt with keywords")
+        return prompt
+    return GenerateRequest.of(prompt, **keywords)
+
+
 def fast_tier_generate(engine: Engine) -> Callable[[str], str]:
     """A few greedy tokens from the fast tier: what the router's optional second stage asks."""
 
@@ -489,15 +404,14 @@ def fast_tier_generate(engine: Engine) -> Callable[[str], str]:
     return generate
 
 
-class _Skip(Exception):
-    """A chain step that cannot serve this request (not a failure to remember)."""
-
-
 __all__ = [
     "Engine",
     "FallbackStep",
+    "GenerateRequest",
     "GenerationError",
     "GenerationMetrics",
     "GenerationResult",
     "NetworkError",
+    "Prepared",
+    "StreamChunk",
 ]

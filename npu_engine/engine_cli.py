@@ -7,17 +7,18 @@ from pathlib import Path
 
 from npu_engine.catalog import TIERS, load_catalog
 from npu_engine.cli_support import run_cli
-from npu_engine.demands import tier_demands
 from npu_engine.device_profile import profile_path, read_profile
 from npu_engine.devices import Inventory, discover, read_inventory
-from npu_engine.engine import Engine, GenerationResult, fast_tier_generate
+from npu_engine.engine import Engine, fast_tier_generate
 from npu_engine.errors import UserInputError
 from npu_engine.files import human_bytes
 from npu_engine.generation import Message
 from npu_engine.machine import package_version
+from npu_engine.planner import Planner
 from npu_engine.recipes import load_recipe_book
+from npu_engine.request import GenerateRequest, GenerationResult
 from npu_engine.router import Router, load_rules, model_classifier
-from npu_engine.scheduler import default_budget, plan
+from npu_engine.scheduler import default_budget
 from npu_engine.server.config import DEFAULT_PORT, ServerConfig, is_loopback, keep_alive_seconds
 from npu_engine.settings import api_key_setting, catalog_profile, engine_home, router_rules_path
 from npu_engine.store import ModelStore
@@ -132,16 +133,23 @@ def _run(args: argparse.Namespace) -> int:
         # and measured here.
         manifests = [] if args.inventory else store.manifests()
         measured = None if args.inventory else read_profile(profile_path(store.root))
-        demands = tier_demands(catalog.profile(profile), catalog, manifests, load_recipe_book())
         measurements = list(measured.measurements) if measured else []
-        print(plan(inventory, demands, default_budget(inventory), measurements).explain())
+        planner = Planner(
+            catalog.profile(profile),
+            catalog,
+            load_recipe_book(),
+            inventory,
+            default_budget(inventory),
+            measurements,
+        )
+        print(planner.plan(manifests).explain())
         return 0
     if args.command == "route":
         return _route(args.prompt, profile, args.second_stage)
     if args.command == "serve":
         return _serve(args, profile)
-    engine = Engine(
-        profile=profile, emulate_npu=args.emulate_npu, allow_modified_models=args.allow_modified_models
+    engine = Engine.from_settings(
+        profile, emulate_npu=args.emulate_npu, allow_modified_models=args.allow_modified_models
     )
     if args.command == "run":
         _answer(engine, args.prompt, args)
@@ -184,8 +192,8 @@ def _serve(args: argparse.Namespace, profile: str) -> int:
             "--max-connections must be at least 1, and every timeout between 0 and 86400 seconds"
         )
     keep = keep_alive_seconds(args.keep_alive)
-    engine = Engine(
-        profile=profile,
+    engine = Engine.from_settings(
+        profile,
         emulate_npu=args.emulate_npu,
         max_waiting=args.max_waiting,
         keep_alive_seconds=keep if keep is not None else 300.0,
@@ -219,26 +227,25 @@ def _route(prompt: str, profile: str, second_stage: bool) -> int:
     catalog = load_catalog()
     router = Router(load_rules(router_rules_path(store.root)), catalog.profile(profile))
     if second_stage:
-        engine = Engine(store=store, catalog=catalog, profile=profile)
+        engine = Engine.from_settings(profile, store=store, catalog=catalog)
         router = Router(router.rules, router.profile, model_classifier(fast_tier_generate(engine)))
     print(router.route(prompt).describe())
     return 0
 
 
 def _answer(engine: Engine, prompt: str | list[Message], args: argparse.Namespace) -> GenerationResult:
-    result: GenerationResult | None = None
-    for piece in engine.stream(
+    request = GenerateRequest.of(
         prompt,
         tier=args.tier,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         seed=args.seed,
         decoding=args.decoding,
-    ):
-        if isinstance(piece, str):
-            print(piece, end="", flush=True)
-        else:
-            result = piece
+    )
+    result: GenerationResult | None = None
+    for chunk in engine.stream(request):
+        print(chunk.text, end="", flush=True)
+        result = chunk.result or result
     assert result is not None
     m = result.metrics
     print()

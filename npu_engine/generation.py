@@ -97,17 +97,25 @@ def _integer(value: object) -> bool:
 
 
 @dataclass(frozen=True)
-class RawGeneration:
-    """What any backend returns: the text and the backend's own measurements (times in ms)."""
+class GenerationMetrics:
+    """Measurements of one call; times in milliseconds, load in seconds (0 when already loaded)."""
 
-    text: str
-    input_tokens: int
-    output_tokens: int
     ttft_ms: float
     tpot_ms: float
     tokens_per_second: float
-    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+    load_seconds: float = 0.0
     accepted_tokens: int | None = None  # draft or prompt-lookup tokens the main model accepted
+
+
+@dataclass(frozen=True)
+class RawGeneration:
+    """What any backend returns: the text, why it ended, and the backend's own measurements."""
+
+    text: str
+    finish_reason: str
+    metrics: GenerationMetrics
 
 
 def finish_reason(output_tokens: int, options: SamplingOptions, cancelled: bool = False) -> str:

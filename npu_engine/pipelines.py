@@ -95,6 +95,10 @@ class PipelinePool:
             with self._guard:
                 slot.waiting -= 1
 
+    def open(self, spec: Any) -> Pipeline:
+        """A pipeline for `spec` outside the pool: neither kept nor counted (for timing a load)."""
+        return self._factory(spec)
+
     def loaded(self) -> list[PipelineKey]:
         with self._guard:
             return [key for key, slot in self._slots.items() if slot.pipeline is not None]

@@ -59,13 +59,22 @@ class Measurement:
 
 @dataclass(frozen=True)
 class TierPlacement:
+    """Where a tier runs. `fallback_devices` are the other devices it fits on, in order; `ollama`
+    is the Ollama model that can answer it when no device can (None: the catalog names none)."""
+
     tier: str
     model: str
     device: str | None
     memory_bytes: int
     reason: str
-    fallback: tuple[str, ...]
+    fallback_devices: tuple[str, ...]
     resident: bool
+    ollama: str | None = None
+
+    @property
+    def fallback(self) -> tuple[str, ...]:
+        """The fallback chain as the plan describes it: the devices, then Ollama where it can help."""
+        return self.fallback_devices + ((OLLAMA,) if self.ollama else ())
 
 
 @dataclass(frozen=True)
@@ -148,14 +157,20 @@ def plan(
             for device in inventory.of_kind(kind)
             if kind in demand.weight_bytes
         ]
-        refusals = [
-            f"{kind.upper()}: {why}" for kind, why in demand.missing.items() if inventory.of_kind(kind)
+        # Why a device kind was passed over, in words; the kind tells which refusals explain a choice.
+        refusals: list[tuple[DeviceKind, str]] = [
+            (kind, f"{kind.upper()}: {why}")
+            for kind, why in demand.missing.items()
+            if inventory.of_kind(kind)
         ]
         usable = []
         for device in candidates:
             if device.kind == "npu" and npu_model.get(device.name, demand.model) != demand.model:
                 refusals.append(
-                    f"{device.name}: already hosts {npu_model[device.name]} (one request at a time)"
+                    (
+                        device.kind,
+                        f"{device.name}: already hosts {npu_model[device.name]} (one request at a time)",
+                    )
                 )
             else:
                 usable.append(device)
@@ -174,16 +189,20 @@ def plan(
             if device not in resident and device in alone:
                 left = budget.left[budget.pool(device)]
                 refusals.append(
-                    f"{device.name}: needs {_gb(need(device))}, {_gb(left)} left beside the tiers above"
+                    (
+                        device.kind,
+                        f"{device.name}: needs {_gb(need(device))}, {_gb(left)} left beside the tiers above",
+                    )
                 )
         fallback_devices = [d.name for d in alone]
-        ollama = (OLLAMA,) if demand.ollama else ()
         if not alone:
             smallest = min((need(d) for d in candidates), default=0)
             reason = f"fits nowhere: needs {_gb(smallest)} (weights + KV cache at {demand.context} tokens)"
             if refusals:
-                reason += "; " + "; ".join(refusals)
-            placements.append(TierPlacement(demand.tier, demand.model, None, 0, reason + ".", ollama, False))
+                reason += "; " + "; ".join(text for _, text in refusals)
+            placements.append(
+                TierPlacement(demand.tier, demand.model, None, 0, reason + ".", (), False, demand.ollama)
+            )
             continue
         chosen = resident[0] if resident else alone[0]
         shared_with = loaded.get((demand.model, chosen.name))
@@ -195,7 +214,7 @@ def plan(
         order = _order(demand, measured)
         earlier = order[: order.index(chosen.kind)]
         # Only what stood before the chosen device in the order explains the choice.
-        passed = [r for r in refusals if r.split(":")[0].split(".")[0].lower() in earlier]
+        passed = [text for kind, text in refusals if kind in earlier]
         passed += [f"no {kind.upper()} on this machine" for kind in earlier if not inventory.of_kind(kind)]
         reason = _reason(demand, chosen, measured, shared_with, passed)
         if not resident:
@@ -209,8 +228,9 @@ def plan(
                 chosen.name,
                 need(chosen),
                 reason,
-                tuple(name for name in fallback_devices if name != chosen.name) + ollama,
+                tuple(name for name in fallback_devices if name != chosen.name),
                 bool(resident),
+                demand.ollama,
             )
         )
     return Plan(

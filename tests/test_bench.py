@@ -24,7 +24,9 @@ def test_prompt_set_covers_the_kinds() -> None:
 
 
 def test_speed_figures_are_consistent(cache_store: ModelStore, smollm_cpu: Manifest) -> None:
-    engine = Engine(store=cache_store, profile="tiny", inventory=discover(), remotes={}, measurements=[])
+    engine = Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=discover(), remotes=(), measurements=[]
+    )
     summary = measure_speed(engine, "code", "plain", bench_prompts(["snippet"]), runs=2, max_new_tokens=16)
     assert (summary.model, summary.device, summary.runs) == (smollm_cpu.name, "CPU", 4)
     assert summary.output_tokens <= 4 * 16
@@ -50,11 +52,10 @@ def test_the_profile_written_is_the_one_the_engine_reads(tmp_path: Path, cache_s
         "test box", "2026-11-24T00:00:00+00:00", measured
     )
     store = ModelStore(tmp_path)
-    engine = Engine(store=store, profile="tiny", inventory=discover(), remotes={})
+    engine = Engine.from_settings(store=store, profile="tiny", inventory=discover(), remotes=())
     assert engine.measurements == list(measured)
-    cpu = engine.inventory.of_kind("cpu")[0]
-    assert engine._fastest_mode("large", cpu, has_draft=True) == "speculative"
-    assert engine._fastest_mode("large", cpu, has_draft=False) == "plain"
+    assert engine.decoding_for("large", "cpu", has_draft=True) == "speculative"
+    assert engine.decoding_for("large", "cpu", has_draft=False) == "plain"
 
 
 def test_quick_run_writes_every_figure_consistently(
@@ -118,7 +119,7 @@ def test_quick_run_writes_every_figure_consistently(
     assert profile.measurements == (
         Measurement("code", "cpu", ours["tokens_per_second"]["mean"], ours["ttft_ms"]["mean"], "plain"),
     )
-    engine = Engine(store=ModelStore(home), profile="tiny", inventory=discover(), remotes={})
+    engine = Engine.from_settings(store=ModelStore(home), profile="tiny", inventory=discover(), remotes=())
     assert engine.measurements == list(profile.measurements)
     summary = (out / "summary.md").read_text()
     assert "## Quality" in summary and "## Concurrency" in summary and "cannot be checked here" in summary

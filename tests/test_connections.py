@@ -30,7 +30,7 @@ GENEROUS = 10.0  # seconds past a deadline before a test calls the connection st
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     store = ModelStore(tmp_path_factory.mktemp("empty-home"))
-    return Engine(store=store, profile="tiny", inventory=discover(), remotes={})
+    return Engine.from_settings(store=store, profile="tiny", inventory=discover(), remotes=())
 
 
 @pytest.fixture

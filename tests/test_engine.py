@@ -11,15 +11,18 @@ from typing import Any
 
 import pytest
 
-from npu_engine.backends.openvino_genai import OpenVinoPipeline, OpenVinoPipelineFactory, PipelineSpec
+from npu_engine.backends.factory import OpenVinoPipelineFactory
+from npu_engine.backends.openvino_genai import OpenVinoPipeline
+from npu_engine.backends.pipeline_spec import PipelineSpec
 from npu_engine.backends.remote import OllamaBackend
 from npu_engine.catalog import load_catalog
 from npu_engine.devices import Inventory, discover
-from npu_engine.engine import Engine, GenerationResult, RemoteTarget
+from npu_engine.engine import Engine, GenerationResult
 from npu_engine.errors import EngineBusyError, GenerationError, UserInputError
 from npu_engine.manifest import Manifest
 from npu_engine.scheduler import OLLAMA
 from npu_engine.store import ModelStore
+from npu_engine.targets import RemoteTarget
 from tests.conftest import PRIME_PROMPT
 from tests.fake_ollama import fake_ollama
 
@@ -33,13 +36,13 @@ def inventory() -> Inventory:
 
 @pytest.fixture(scope="module")
 def engine(cache_store: ModelStore, smollm_cpu: Manifest, inventory: Inventory) -> Engine:
-    return Engine(store=cache_store, profile="tiny", inventory=inventory, remotes={})
+    return Engine.from_settings(store=cache_store, profile="tiny", inventory=inventory, remotes=())
 
 
-def ollama_remote(url: str) -> dict[str, RemoteTarget]:
-    return {
-        OLLAMA: RemoteTarget(OllamaBackend(url), lambda model: "smollm2:135m" if model == SMOLLM else None)
-    }
+def ollama_remote(url: str) -> list[RemoteTarget]:
+    return [
+        RemoteTarget(OLLAMA, OllamaBackend(url), lambda model: "smollm2:135m" if model == SMOLLM else None)
+    ]
 
 
 class FailingOn:
@@ -86,11 +89,11 @@ def test_compiled_models_are_cached_in_the_store(
     store = ModelStore(tmp_path)
     store.models_dir.mkdir(parents=True)
     (store.models_dir / smollm_cpu.name).symlink_to(cache_store.path(smollm_cpu.name))
-    first = Engine(store=store, profile="tiny", inventory=discover(), remotes={}).generate(
+    first = Engine.from_settings(store=store, profile="tiny", inventory=discover(), remotes=()).generate(
         "hi", max_new_tokens=2
     )
     assert list(store.cache_dir.glob("*.blob"))  # the next start imports instead of compiling
-    second = Engine(store=store, profile="tiny", inventory=discover(), remotes={}).generate(
+    second = Engine.from_settings(store=store, profile="tiny", inventory=discover(), remotes=()).generate(
         "hi", max_new_tokens=2
     )
     assert second.text == first.text
@@ -118,10 +121,11 @@ def test_seeded_sampling_is_reproducible(engine: Engine) -> None:
 
 
 def test_streaming_yields_the_text_then_the_result(engine: Engine) -> None:
-    pieces = list(engine.stream(PRIME_PROMPT, max_new_tokens=20))
-    result = pieces.pop()
+    chunks = list(engine.stream(PRIME_PROMPT, max_new_tokens=20))
+    result = chunks.pop().result
+    pieces = [chunk.text for chunk in chunks if chunk.result is None]
     assert isinstance(result, GenerationResult)
-    assert len(pieces) > 3 and all(isinstance(p, str) for p in pieces)
+    assert len(pieces) > 3 and len(pieces) == len(chunks) and all(isinstance(p, str) for p in pieces)
     assert "".join(str(p) for p in pieces) == result.text
 
 
@@ -140,8 +144,8 @@ def test_a_sink_that_asks_to_stop_cancels_within_a_token(engine: Engine) -> None
 
 @pytest.fixture(scope="module")
 def batching(cache_store: ModelStore, smollm_cpu: Manifest, inventory: Inventory) -> Engine:
-    return Engine(
-        store=cache_store, profile="tiny", inventory=inventory, remotes={}, continuous_batching=True
+    return Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=inventory, remotes=(), continuous_batching=True
     )
 
 
@@ -189,7 +193,9 @@ def test_batched_greedy_matches_the_single_request_pipeline(
 def test_bounded_queue_refuses_the_excess(
     cache_store: ModelStore, smollm_cpu: Manifest, inventory: Inventory
 ) -> None:
-    engine = Engine(store=cache_store, profile="tiny", inventory=inventory, remotes={}, max_waiting=2)
+    engine = Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=inventory, remotes=(), max_waiting=2
+    )
     engine.generate("hi", max_new_tokens=1)  # loaded, so the queue is about generation, not loading
     release, holding = threading.Event(), threading.Event()
 
@@ -205,21 +211,23 @@ def test_bounded_queue_refuses_the_excess(
     assert holding.wait(30)
     second = threading.Thread(target=engine.generate, args=("hi",), kwargs={"max_new_tokens": 3})
     second.start()
-    while engine.pool.queued() < 2:
+    while engine.queue_depth() < 2:
         threading.Event().wait(0.01)
     with pytest.raises(EngineBusyError, match="2 requests queued"):
         engine.generate("hi", max_new_tokens=3)
     release.set()
     first.join()
     second.join()
-    assert engine.pool.queued() == 0
+    assert engine.queue_depth() == 0
 
 
 def test_npu_placement_runs_on_the_npu_device_string(
     cache_store: ModelStore, smollm_npu: Manifest, smollm_cpu: Manifest, inventory: Inventory
 ) -> None:
-    engine = Engine(store=cache_store, profile="tiny", inventory=inventory, remotes={}, emulate_npu=True)
-    assert engine.chain("fast")[0] == "NPU"
+    engine = Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=inventory, remotes=(), emulate_npu=True
+    )
+    assert engine.chain("fast")[0].name == "NPU"
     result = engine.generate(PRIME_PROMPT, tier="fast", max_new_tokens=24)
     assert (result.device, result.model) == ("NPU (emulated on CPU)", smollm_npu.name)
     assert result.metrics.output_tokens == 24
@@ -239,7 +247,9 @@ def result_options(max_new_tokens: int) -> Any:
 def test_a_prompt_too_long_for_the_npu_moves_to_the_cpu(
     cache_store: ModelStore, smollm_npu: Manifest, smollm_cpu: Manifest, inventory: Inventory
 ) -> None:
-    engine = Engine(store=cache_store, profile="tiny", inventory=inventory, remotes={}, emulate_npu=True)
+    engine = Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=inventory, remotes=(), emulate_npu=True
+    )
     long_prompt = "Summarize this log:\n" + "\n".join(
         f"line {i}: request served in {i % 97} ms" for i in range(200)
     )
@@ -254,11 +264,11 @@ def test_a_device_that_fails_hands_over_and_is_remembered(
     cache_store: ModelStore, smollm_npu: Manifest, smollm_cpu: Manifest, inventory: Inventory
 ) -> None:
     factory = FailingOn("NPU")
-    engine = Engine(
+    engine = Engine.from_settings(
         store=cache_store,
         profile="tiny",
         inventory=inventory,
-        remotes={},
+        remotes=(),
         emulate_npu=True,
         pipeline_factory=factory,
     )
@@ -272,11 +282,12 @@ def test_a_device_that_fails_hands_over_and_is_remembered(
 
 def test_no_local_model_goes_to_ollama(tmp_path: Path, inventory: Inventory) -> None:
     with fake_ollama({"smollm2:135m": "def add(a, b): return a + b"}) as (url, seen):
-        engine = Engine(
+        engine = Engine.from_settings(
             store=ModelStore(tmp_path), profile="tiny", inventory=inventory, remotes=ollama_remote(url)
         )
-        pieces = list(engine.stream("Write add", tier="code", max_new_tokens=50, temperature=0.2, seed=3))
-    result = pieces.pop()
+        chunks = list(engine.stream("Write add", tier="code", max_new_tokens=50, temperature=0.2, seed=3))
+    result = chunks.pop().result
+    pieces = [chunk.text for chunk in chunks]
     assert isinstance(result, GenerationResult)
     assert "".join(str(p) for p in pieces) == result.text == "def add(a, b): return a + b"
     assert (result.device, result.model) == ("ollama", "ollama:smollm2:135m")
@@ -293,11 +304,13 @@ def test_no_local_model_goes_to_ollama(tmp_path: Path, inventory: Inventory) -> 
 
 def test_a_failure_mid_answer_is_not_handed_over(tmp_path: Path, inventory: Inventory) -> None:
     with fake_ollama({"smollm2:135m": "one two three four five"}, fail_after=2) as (url, _seen):
-        remotes = {
-            **ollama_remote(url),
-            "openai": RemoteTarget(OllamaBackend(url), lambda _model: "smollm2:135m"),
-        }
-        engine = Engine(store=ModelStore(tmp_path), profile="tiny", inventory=inventory, remotes=remotes)
+        remotes = [
+            *ollama_remote(url),
+            RemoteTarget("openai", OllamaBackend(url), lambda _model: "smollm2:135m"),
+        ]
+        engine = Engine.from_settings(
+            store=ModelStore(tmp_path), profile="tiny", inventory=inventory, remotes=remotes
+        )
         pieces: list[str] = []
         with pytest.raises(GenerationError, match="ollama failed mid-answer for tier 'code'.*runner process"):
             engine.generate("count", tier="code", on_text=pieces.append)
@@ -309,7 +322,7 @@ def test_unreachable_ollama_names_the_host(tmp_path: Path, inventory: Inventory)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    engine = Engine(
+    engine = Engine.from_settings(
         store=ModelStore(tmp_path),
         profile="tiny",
         inventory=inventory,
@@ -321,7 +334,7 @@ def test_unreachable_ollama_names_the_host(tmp_path: Path, inventory: Inventory)
 
 def test_ollama_without_the_model(tmp_path: Path, inventory: Inventory) -> None:
     with fake_ollama({}) as (url, _seen):
-        engine = Engine(
+        engine = Engine.from_settings(
             store=ModelStore(tmp_path), profile="tiny", inventory=inventory, remotes=ollama_remote(url)
         )
         with pytest.raises(GenerationError, match="answered 404: model 'smollm2:135m' not found"):
@@ -354,18 +367,18 @@ def test_idle_pipelines_unload_after_keep_alive(
     cache_store: ModelStore, smollm_cpu: Manifest, inventory: Inventory
 ) -> None:
     now = [1000.0]
-    engine = Engine(
+    engine = Engine.from_settings(
         store=cache_store,
         profile="tiny",
         inventory=inventory,
-        remotes={},
+        remotes=(),
         keep_alive_seconds=60,
         clock=lambda: now[0],
     )
     engine.generate("hi", max_new_tokens=2)
-    assert len(engine.pool.loaded()) == 1
+    assert len(engine.loaded()) == 1
     now[0] += 61
-    assert engine.pool.unload_idle() == [(smollm_cpu.name, "CPU", "plain")]
+    assert engine.unload_idle() == [(smollm_cpu.name, "CPU", "plain")]
     assert engine.generate("hi", max_new_tokens=2).metrics.load_seconds > 0
 
 
@@ -374,15 +387,19 @@ def test_loading_past_the_budget_unloads_the_least_recently_used(
 ) -> None:
     kv = load_catalog().model(SMOLLM).kv_bytes_per_token * 4096
     budget = int((smollm_cpu.size + kv) * 1.5)  # room for one pipeline at a time
-    engine = Engine(store=cache_store, profile="tiny", inventory=inventory, remotes={}, memory_budget=budget)
+    engine = Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=inventory, remotes=(), memory_budget=budget
+    )
     engine.generate("hi", tier="fast", max_new_tokens=2)
-    assert engine.pool.loaded() == [(smollm_cpu.name, "CPU", "plain")]
+    assert engine.loaded() == [(smollm_cpu.name, "CPU", "plain")]
     engine.generate("hi", tier="fast", max_new_tokens=2, decoding="prompt_lookup")  # a second pipeline
-    assert engine.pool.loaded() == [(smollm_cpu.name, "CPU", "prompt_lookup")]
+    assert engine.loaded() == [(smollm_cpu.name, "CPU", "prompt_lookup")]
 
 
 def test_missing_tier_model_says_how_to_convert(tmp_path: Path, inventory: Inventory) -> None:
-    engine = Engine(store=ModelStore(tmp_path), profile="embedded", inventory=inventory, remotes={})
+    engine = Engine.from_settings(
+        store=ModelStore(tmp_path), profile="embedded", inventory=inventory, remotes=()
+    )
     with pytest.raises(GenerationError, match="npu-convert tier code --profile embedded --device cpu"):
         engine.generate("hi", tier="code")
     with pytest.raises(UserInputError, match="max_new_tokens"):

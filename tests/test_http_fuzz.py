@@ -249,7 +249,7 @@ class Clients:
         self.current = self._fresh()
 
     def _fresh(self) -> TestClient:
-        engine = Engine(store=self.store, profile="tiny", inventory=discover(), remotes={})
+        engine = Engine.from_settings(store=self.store, profile="tiny", inventory=discover(), remotes=())
         app = create_app(engine, ServerConfig(max_new_tokens=MAX_TOKENS))
         return TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from npu_engine.answers import extract_code
-from npu_engine.backends.openvino_genai import OpenVinoPipeline, PipelineSpec
+from npu_engine.backends.openvino_genai import OpenVinoPipeline
+from npu_engine.backends.pipeline_spec import PipelineSpec
 from npu_engine.convert import ConvertRequest
 from npu_engine.devices import discover
 from npu_engine.engine import Engine
@@ -76,18 +77,20 @@ def test_default_recipes(qwen_cpu: Manifest, qwen_npu: Manifest) -> None:
 
 
 def test_prime_on_cpu(cache_store: ModelStore, qwen_cpu: Manifest, tmp_path: Path) -> None:
-    engine = Engine(store=cache_store, profile="embedded", inventory=discover(), remotes={}, measurements=[])
+    engine = Engine.from_settings(
+        store=cache_store, profile="embedded", inventory=discover(), remotes=(), measurements=[]
+    )
     result = engine.generate(PRIME_PROMPT, tier="code")
     assert (result.model, result.device) == (qwen_cpu.name, "CPU")
     assert_correct_prime_function(result.text, tmp_path)
 
 
 def test_prime_on_emulated_npu(cache_store: ModelStore, qwen_npu: Manifest, tmp_path: Path) -> None:
-    engine = Engine(
+    engine = Engine.from_settings(
         store=cache_store,
         profile="embedded",
         inventory=discover(),
-        remotes={},
+        remotes=(),
         measurements=[],
         emulate_npu=True,
     )
@@ -155,8 +158,8 @@ def test_speculative_and_prompt_lookup_stay_greedy(
     for result in (plain, speculative, lookup):
         assert max(greedy_margins(main, prompt, result.text)) <= NOISE, result.text
     assert (
-        speculative.accepted_tokens is not None
-        and speculative.accepted_tokens > speculative.output_tokens // 2
+        speculative.metrics.accepted_tokens is not None
+        and speculative.metrics.accepted_tokens > speculative.metrics.output_tokens // 2
     )
     repeated = plain.text[:60] + plain.text[40:]
     assert max(greedy_margins(main, prompt, repeated)) > 50 * NOISE

@@ -13,10 +13,12 @@ import pytest
 
 from npu_engine.backends.remote import OpenAICompatibleBackend, ollama_base_url
 from npu_engine.devices import discover
-from npu_engine.engine import OPENAI, Engine, RemoteTarget
+from npu_engine.engine import Engine
 from npu_engine.errors import NetworkError
 from npu_engine.generation import SamplingOptions
 from npu_engine.store import ModelStore
+from npu_engine.targets import RemoteTarget
+from npu_engine.wiring import OPENAI
 
 
 def free_port() -> int:
@@ -64,13 +66,15 @@ def test_openai_adapter_streams_from_llama_cpp(llama_server: str) -> None:
     raw = backend.generate("smollm2", messages, SamplingOptions(max_new_tokens=16), pieces.append)
     assert raw.text == "".join(pieces) and "Paris" in raw.text
     # llama.cpp's server sends no usage in streams: the adapter counts the streamed pieces.
-    assert raw.output_tokens == len(pieces)
-    assert raw.finish_reason in ("stop", "length") and raw.ttft_ms > 0
+    assert raw.metrics.output_tokens == len(pieces)
+    assert raw.finish_reason in ("stop", "length") and raw.metrics.ttft_ms > 0
 
 
 def test_engine_falls_back_to_the_openai_server(llama_server: str, tmp_path: Path) -> None:
-    remotes = {OPENAI: RemoteTarget(OpenAICompatibleBackend(llama_server + "/v1"), lambda _model: "smollm2")}
-    engine = Engine(store=ModelStore(tmp_path), profile="tiny", inventory=discover(), remotes=remotes)
+    remotes = [RemoteTarget(OPENAI, OpenAICompatibleBackend(llama_server + "/v1"), lambda _model: "smollm2")]
+    engine = Engine.from_settings(
+        store=ModelStore(tmp_path), profile="tiny", inventory=discover(), remotes=remotes
+    )
     result = engine.generate("Write a haiku about code.", tier="code", max_new_tokens=24)
     assert (result.device, result.model) == ("openai", "openai:smollm2")
     assert result.text.strip() and result.metrics.output_tokens > 0

@@ -143,7 +143,7 @@ def test_the_second_stage_is_asked_only_when_the_rules_are_unsure() -> None:
 def test_engine_auto_tier_uses_the_router(
     cache_store: ModelStore, smollm_cpu: Manifest, smollm_npu: Manifest
 ) -> None:
-    engine = Engine(store=cache_store, profile="tiny", inventory=discover(), remotes={})
+    engine = Engine.from_settings(store=cache_store, profile="tiny", inventory=discover(), remotes=())
     result = engine.generate(FENCED_FIX, tier="auto", max_new_tokens=8)
     assert result.route is not None and result.route.task == "edit"
     assert (result.tier, result.decoding) == ("code", "prompt_lookup")
@@ -154,7 +154,9 @@ def test_engine_auto_tier_uses_the_router(
         "plain",
     )
     # On the (emulated) NPU the router's prompt lookup is a preference, not a demand.
-    npu = Engine(store=cache_store, profile="tiny", inventory=discover(), remotes={}, emulate_npu=True)
+    npu = Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=discover(), remotes=(), emulate_npu=True
+    )
     on_npu = npu.generate(FENCED_FIX, tier="auto", max_new_tokens=4)
     assert on_npu.device.startswith("NPU") and on_npu.decoding == "plain"
     with pytest.raises(UserInputError, match="not available on the NPU"):

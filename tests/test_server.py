@@ -62,7 +62,9 @@ class ServerThread:
 
 @pytest.fixture(scope="module")
 def engine(cache_store: ModelStore, smollm_cpu: Manifest) -> Engine:
-    return Engine(store=cache_store, profile="tiny", inventory=discover(), remotes={}, max_waiting=4)
+    return Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=discover(), remotes=(), max_waiting=4
+    )
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +132,7 @@ def test_keep_alive_has_ollamas_meaning(served: ServerThread, engine: Engine, sm
     [running] = [m for m in client.ps().models if m.model == smollm_cpu.name]
     assert str(running.expires_at).startswith("0001")  # never expires
     client.chat(model="code", messages=HELLO, options={"num_predict": 2}, keep_alive="5m")
-    assert engine.pool.keep_alive_of(smollm_cpu.name) == 300
+    assert engine.keep_alive_of(smollm_cpu.name) == 300
     client.chat(model="code", messages=HELLO, options={"num_predict": 2}, keep_alive=0)
     assert smollm_cpu.name not in {m.model for m in client.ps().models}
     assert client.generate(model="code", prompt="", keep_alive=0).done_reason == "unload"
@@ -228,8 +230,8 @@ def test_internal_errors_answer_500_with_a_request_id_and_no_paths(
     def broken_factory(spec: object) -> object:
         raise KeyError("/secret/models/openvino_model.xml")
 
-    engine = Engine(
-        store=cache_store, profile="tiny", inventory=discover(), remotes={}, pipeline_factory=broken_factory
+    engine = Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=discover(), remotes=(), pipeline_factory=broken_factory
     )
     client = TestClient(create_app(engine), base_url=LOCAL, raise_server_exceptions=False)
     with caplog.at_level(logging.ERROR, logger="npu_engine.server"):
@@ -251,7 +253,9 @@ def test_log_lines_escape_user_input(engine: Engine, caplog: pytest.LogCaptureFi
 
 
 def test_a_full_queue_answers_503_with_retry_after(cache_store: ModelStore, smollm_cpu: Manifest) -> None:
-    engine = Engine(store=cache_store, profile="tiny", inventory=discover(), remotes={}, max_waiting=1)
+    engine = Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=discover(), remotes=(), max_waiting=1
+    )
     with ServerThread(create_app(engine)) as server:
         body = {"model": "code", "messages": HELLO, "max_tokens": 48, "stream": False}
         httpx.post(f"{server.url}/v1/chat/completions", json={**body, "max_tokens": 1}, timeout=60)  # loaded
@@ -284,10 +288,10 @@ def test_a_client_that_disconnects_stops_generation(served: ServerThread, engine
         for _ in range(4):
             next(lines)
     left = time.monotonic()
-    while engine.pool.queued() and time.monotonic() - left < 30:
+    while engine.queue_depth() and time.monotonic() - left < 30:
         time.sleep(0.05)
     stopped_after = time.monotonic() - left
-    assert engine.pool.queued() == 0
+    assert engine.queue_depth() == 0
     # 4000 tokens take SmolLM2 half a minute here; stopping is a matter of one token.
     assert stopped_after < 5
     started = time.monotonic()

@@ -27,7 +27,7 @@ KEY = {"Authorization": "Bearer s3cret"}
 def empty_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     """An engine with no model: enough for everything the edge answers before a model is needed."""
     store = ModelStore(tmp_path_factory.mktemp("home"))
-    return Engine(store=store, profile="tiny", inventory=discover(), remotes={})
+    return Engine.from_settings(store=store, profile="tiny", inventory=discover(), remotes=())
 
 
 def client_of(engine: Engine, **config: Any) -> TestClient:
@@ -180,7 +180,7 @@ def test_keep_alive_within_range_keeps_its_meaning() -> None:
 def test_a_huge_keep_alive_is_a_400_and_ps_keeps_answering(
     cache_store: ModelStore, smollm_cpu: Manifest
 ) -> None:
-    engine = Engine(store=cache_store, profile="tiny", inventory=discover(), remotes={})
+    engine = Engine.from_settings(store=cache_store, profile="tiny", inventory=discover(), remotes=())
     with ServerThread(create_app(engine)) as server:
         body = {"model": "code", "prompt": "hi", "stream": False, "options": {"num_predict": 1}}
         assert httpx.post(f"{server.url}/api/generate", json=body, timeout=120).status_code == 200

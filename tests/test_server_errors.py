@@ -22,7 +22,9 @@ from tests.test_server import HELLO, ServerThread
 
 @pytest.fixture(scope="module")
 def engine(cache_store: ModelStore, smollm_cpu: Manifest) -> Engine:
-    return Engine(store=cache_store, profile="tiny", inventory=discover(), remotes={}, max_waiting=4)
+    return Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=discover(), remotes=(), max_waiting=4
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +84,7 @@ def test_a_value_the_runtime_rejects_is_a_400_and_no_device_is_marked_failed(
     assert message.startswith(field), message
     assert "/" not in message
     # Right after: every tier on that model still answers (nothing was marked failed).
-    for tier in engine.profile.tiers:
+    for tier in engine.tiers():
         answer = post(served, "/v1/chat/completions", {"model": tier, "messages": HELLO, "max_tokens": 2})
         assert answer.status_code == 200, (tier, answer.text)
         assert answer.json()["npu_engine"]["device"] == "CPU"
@@ -91,7 +93,7 @@ def test_a_value_the_runtime_rejects_is_a_400_and_no_device_is_marked_failed(
 def test_the_backend_checks_sampling_options_with_openvinos_own_validation() -> None:
     import openvino_genai
 
-    from npu_engine.backends.openvino_genai import generation_config
+    from npu_engine.backends.genai_config import generation_config
 
     unchecked = SamplingOptions(max_new_tokens=4, temperature=1e-300)  # never validate()d
     with pytest.raises(UserInputError) as refused:
@@ -116,7 +118,7 @@ def test_a_model_that_fails_to_load_answers_503_without_any_path(
             (broken / item.name).write_text(text[: len(text) // 2])  # the IR cut in half
         else:
             os.symlink(item, broken / item.name)
-    engine = Engine(store=ModelStore(home), profile="tiny", inventory=discover(), remotes={})
+    engine = Engine.from_settings(store=ModelStore(home), profile="tiny", inventory=discover(), remotes=())
     with ServerThread(create_app(engine)) as server:
         for path, body in (openai_chat(), ollama_chat()):
             failed = post(server, path, body)

@@ -25,7 +25,9 @@ COUNT = [
 
 @pytest.fixture(scope="module")
 def engine(cache_store: ModelStore, smollm_cpu: Manifest) -> Engine:
-    return Engine(store=cache_store, profile="tiny", inventory=discover(), remotes={})  # default queue
+    return Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=discover(), remotes=()
+    )  # default queue
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +86,15 @@ def test_a_non_streamed_request_whose_client_left_is_cancelled(
     with socket.create_connection(("127.0.0.1", served.port)) as client:
         client.sendall(head + payload)
         deadline = time.monotonic() + 60
-        while not engine.pool.queued():  # the request is generating
+        while not engine.queue_depth():  # the request is generating
             assert time.monotonic() < deadline, "the request never reached the engine"
             time.sleep(0.05)
         time.sleep(1.0)  # well into the answer
     left = time.monotonic()
-    while engine.pool.queued() and time.monotonic() - left < 60:
+    while engine.queue_depth() and time.monotonic() - left < 60:
         time.sleep(0.05)
     stopped_after = time.monotonic() - left
     print(f"\n{path}: generation stopped {stopped_after * 1000:.0f} ms after the client left")
-    assert engine.pool.queued() == 0
+    assert engine.queue_depth() == 0
     # Stopping is a poll (0.25 s) and a token away; the whole answer would take minutes.
     assert stopped_after < 5

@@ -35,7 +35,9 @@ def copy_model(cache_store: ModelStore, manifest: Manifest, root: Path) -> Model
 
 
 def answer(store: ModelStore, inventory: Inventory, allow: bool = False) -> str:
-    engine = Engine(store=store, profile="tiny", inventory=inventory, remotes={}, allow_modified_models=allow)
+    engine = Engine.from_settings(
+        store=store, profile="tiny", inventory=inventory, remotes=(), allow_modified_models=allow
+    )
     return engine.generate(PROMPT, tier="code", max_new_tokens=8).text
 
 

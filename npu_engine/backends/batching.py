@@ -8,15 +8,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from npu_engine.backends.openvino_genai import (
-    BatchingLimits,
-    ChatPrompting,
-    PipelineSpec,
-    count_tokens,
-    generation_config,
-)
+from npu_engine.backends.genai_config import ChatPrompting, count_tokens, generation_config
+from npu_engine.backends.pipeline_spec import BatchingLimits, PipelineSpec
 from npu_engine.devices import GB
-from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink, finish_reason
+from npu_engine.generation import (
+    GenerationMetrics,
+    Message,
+    RawGeneration,
+    SamplingOptions,
+    TextSink,
+    finish_reason,
+)
 
 
 class BatchingPipeline(ChatPrompting):
@@ -117,15 +119,14 @@ class BatchingPipeline(ChatPrompting):
         first = first or finished
         decode_seconds = finished - first
         per_token = 1000 * decode_seconds / max(len(ids) - 1, 1)
-        return RawGeneration(
-            text=text,
-            input_tokens=prompt_tokens,
-            output_tokens=len(ids),
+        metrics = GenerationMetrics(
             ttft_ms=1000 * (first - started),
             tpot_ms=per_token,
             tokens_per_second=1000 / per_token if per_token > 0 else 0.0,
-            finish_reason=finish_reason(len(ids), options, cancelled),
+            input_tokens=prompt_tokens,
+            output_tokens=len(ids),
         )
+        return RawGeneration(text, finish_reason(len(ids), options, cancelled), metrics)
 
     def _step_loop(self) -> None:
         running = self._genai.GenerationStatus.RUNNING

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from npu_engine.errors import NetworkError
-from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink
+from npu_engine.generation import GenerationMetrics, Message, RawGeneration, SamplingOptions, TextSink
 
 
 def ollama_base_url(host: str | None) -> str:
@@ -66,15 +66,14 @@ class _Timer:
         self, parts: list[str], input_tokens: int, output_tokens: int, decode_seconds: float, reason: str
     ) -> RawGeneration:
         """The RawGeneration of a streamed answer, timed by this timer unless the server timed it."""
-        return RawGeneration(
-            text="".join(parts),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
+        metrics = GenerationMetrics(
             ttft_ms=self.ttft_ms(),
             tpot_ms=1000 * decode_seconds / max(output_tokens, 1),
             tokens_per_second=output_tokens / decode_seconds if decode_seconds > 0 else 0.0,
-            finish_reason=reason,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
         )
+        return RawGeneration("".join(parts), reason, metrics)
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -48,7 +48,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
         async def unload_idle() -> None:  # keep-alive expiry without waiting for the next request
             while True:
                 await asyncio.sleep(config.idle_check_seconds)
-                await asyncio.to_thread(engine.pool.unload_idle)
+                await asyncio.to_thread(engine.unload_idle)
 
         task = asyncio.create_task(unload_idle())
         try:
@@ -102,16 +102,16 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {
             "status": "ok",
-            "profile": engine.profile.name,
-            "devices": [d.name for d in engine.inventory.devices],
+            "profile": engine.profile_name,
+            "devices": engine.device_names(),
         }
 
     @app.get("/metrics", tags=["Server"])
     async def metrics_view() -> dict[str, Any]:
         return {
             **metrics.snapshot(),
-            "queue_depth": engine.pool.queued(),
-            "loaded": [{"model": m, "device": d, "decoding": mode} for m, d, mode in engine.pool.loaded()],
+            "queue_depth": engine.queue_depth(),
+            "loaded": [{"model": m, "device": d, "decoding": mode} for m, d, mode in engine.loaded()],
         }
 
     apis = [openai_router(service), ollama_router(service)]

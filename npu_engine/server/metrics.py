@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Match, Route
 
-from npu_engine.engine import GenerationResult
+from npu_engine.request import GenerationResult
 
 UNMATCHED = "(unmatched)"  # every path that no route serves, counted as one
 

@@ -12,10 +12,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from npu_engine.engine import GenerationResult
 from npu_engine.errors import UnknownModelError
-from npu_engine.generation import Message
+from npu_engine.generation import Message, SamplingOptions
 from npu_engine.manifest import Manifest
+from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
 from npu_engine.server.config import keep_alive_seconds
 from npu_engine.server.openai_routes import answered_by, engine_headers, planned_headers
 from npu_engine.server.schemas import (
@@ -40,16 +40,18 @@ def _now() -> str:
     return _rfc3339(datetime.now(UTC))
 
 
-def _options(options: OllamaOptions | None) -> dict[str, Any]:
+def _request(options: OllamaOptions | None, messages: list[Message], tier: str) -> GenerateRequest:
+    """The engine's request for Ollama's `options` (num_predict 0 or below: the default)."""
     o = options or OllamaOptions()
     predict = o.num_predict if o.num_predict and o.num_predict > 0 else DEFAULT_PREDICT
-    return {
-        "max_new_tokens": predict,
-        "temperature": o.temperature if o.temperature is not None else 0.0,
-        "top_p": o.top_p if o.top_p is not None else 1.0,
-        "stop": tuple(s for s in (o.stop or []) if s),
-        "seed": o.seed,
-    }
+    sampling = SamplingOptions(
+        max_new_tokens=predict,
+        temperature=o.temperature if o.temperature is not None else 0.0,
+        top_p=o.top_p if o.top_p is not None else 1.0,
+        stop=tuple(s for s in (o.stop or []) if s),
+        seed=o.seed,
+    )
+    return GenerateRequest(tuple(messages), tier, sampling)
 
 
 def _timings(result: GenerationResult, started: float) -> dict[str, Any]:
@@ -114,11 +116,11 @@ def ollama_router(service: ModelService) -> APIRouter:
 
     @router.get("/ps")
     async def ps() -> dict[str, Any]:
-        manifests = {m.name: m for m in service.engine.store.manifests()}
+        manifests = {m.name: m for m in service.engine.converted()}
         running = []
-        for name, device, mode in service.engine.pool.loaded():
+        for name, device, mode in service.engine.loaded():
             manifest = manifests.get(name)
-            keep = service.engine.pool.keep_alive_of(name)
+            keep = service.engine.keep_alive_of(name)
             expires = (
                 "0001-01-01T00:00:00Z"
                 if math.isinf(keep)
@@ -180,15 +182,15 @@ def ollama_router(service: ModelService) -> APIRouter:
 async def _respond(
     service: ModelService, body: _OllamaCommon, messages: list[Message], request: Request, chat: bool
 ) -> Any:
-    served = service.resolve(body.model)
+    served = service.tier_of(body.model)
     keep = keep_alive_seconds(body.keep_alive)
     started = time.monotonic()
     if not messages:  # Ollama: an empty request loads the model, or unloads it with keep_alive 0
         return _load_or_unload(service, served, keep, chat)
-    options = _options(body.options)
+    prepared = service.prepare(_request(body.options, messages, served.tier))
     if not body.stream:
         try:
-            result = await service.answer(messages, served.tier, request.is_disconnected, **options)
+            result = await service.answer(prepared, request.is_disconnected)
         finally:
             _apply_keep_alive(service, served, keep)
         payload = {"model": body.model, "created_at": _now(), "done": True, **_timings(result, started)}
@@ -197,10 +199,10 @@ async def _respond(
         else:
             payload["response"] = result.text
         return JSONResponse(payload, headers=engine_headers(result.tier, result.model, result.device))
-    pieces = await service.stream(messages, served.tier, **options)
+    pieces = await service.stream(prepared)
     lines = _ndjson(service, served, keep, pieces, body.model, chat, started)
     return StreamingResponse(
-        lines, media_type="application/x-ndjson", headers=planned_headers(service, served)
+        lines, media_type="application/x-ndjson", headers=planned_headers(served, prepared)
     )
 
 
@@ -221,36 +223,33 @@ def _apply_keep_alive(service: ModelService, served: Served, keep: float | None)
     """Ollama's keep_alive for every conversion of the tier's model: 0 unloads them now (once idle)."""
     if keep is None or served.tier == "auto":
         return
-    model = service.engine.profile.tier(served.tier).model
-    for manifest in service.engine.store.manifests():
-        if manifest.model == model:
-            service.engine.pool.keep_alive(manifest.name, keep)
+    service.engine.keep_alive(served.tier, keep)
 
 
 async def _ndjson(
     service: ModelService,
     served: Served,
     keep: float | None,
-    pieces: AsyncIterator[str | GenerationResult],
+    pieces: AsyncIterator[StreamChunk],
     model: str,
     chat: bool,
     started: float,
 ) -> AsyncIterator[str]:
     try:
         async for piece in pieces:
-            if isinstance(piece, str):
+            if piece.result is None:
                 line: dict[str, Any] = {"model": model, "created_at": _now(), "done": False}
                 if chat:
-                    line["message"] = {"role": "assistant", "content": piece}
+                    line["message"] = {"role": "assistant", "content": piece.text}
                 else:
-                    line["response"] = piece
+                    line["response"] = piece.text
                 yield json.dumps(line) + "\n"
                 continue
             final: dict[str, Any] = {
                 "model": model,
                 "created_at": _now(),
                 "done": True,
-                **_timings(piece, started),
+                **_timings(piece.result, started),
             }
             if chat:
                 final["message"] = {"role": "assistant", "content": ""}

@@ -10,8 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from npu_engine.engine import GenerationResult
-from npu_engine.generation import Message
+from npu_engine.engine import Prepared
+from npu_engine.generation import Message, SamplingOptions
+from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
 from npu_engine.server.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -39,14 +40,19 @@ def answered_by(result: GenerationResult) -> dict[str, Any]:
     }
 
 
-def _options(body: _OpenAISampling, default_tokens: int) -> dict[str, Any]:
-    return {
-        "max_new_tokens": body.max_completion_tokens or body.max_tokens or default_tokens,
-        "temperature": body.temperature if body.temperature is not None else 0.0,
-        "top_p": body.top_p if body.top_p is not None else 1.0,
-        "stop": body.stops(),
-        "seed": body.seed,
-    }
+def _request(
+    body: _OpenAISampling, messages: list[Message], tier: str, default_tokens: int
+) -> GenerateRequest:
+    """The engine's request for an OpenAI body: unset sampling fields take OpenAI's defaults
+    (greedy here: temperature 0)."""
+    options = SamplingOptions(
+        max_new_tokens=body.max_completion_tokens or body.max_tokens or default_tokens,
+        temperature=body.temperature if body.temperature is not None else 0.0,
+        top_p=body.top_p if body.top_p is not None else 1.0,
+        stop=tuple(body.stops()),
+        seed=body.seed,
+    )
+    return GenerateRequest(tuple(messages), tier, options)
 
 
 def _usage(result: GenerationResult) -> dict[str, int]:
@@ -96,12 +102,12 @@ def _role(role: str) -> str:
 async def _complete(
     service: ModelService, body: _OpenAISampling, messages: list[Message], request: Request, chat: bool
 ) -> Any:
-    served = service.resolve(body.model)
-    options = _options(body, DEFAULT_MAX_TOKENS if chat else 16)
+    served = service.tier_of(body.model)
+    prepared = service.prepare(_request(body, messages, served.tier, DEFAULT_MAX_TOKENS if chat else 16))
     ident = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
     created = int(time.time())
     if not body.stream:
-        result = await service.answer(messages, served.tier, request.is_disconnected, **options)
+        result = await service.answer(prepared, request.is_disconnected)
         choice: dict[str, Any] = {"index": 0, "finish_reason": _finish(result), "logprobs": None}
         if chat:
             choice["message"] = {"role": "assistant", "content": result.text}
@@ -118,23 +124,24 @@ async def _complete(
             "npu_engine": answered_by(result),
         }
         return JSONResponse(payload, headers=engine_headers(result.tier, result.model, result.device))
-    pieces = await service.stream(messages, served.tier, **options)
+    pieces = await service.stream(prepared)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     events = _sse(pieces, ident, created, body.model, chat, include_usage)
-    return StreamingResponse(events, media_type="text/event-stream", headers=planned_headers(service, served))
-
-
-def planned_headers(service: ModelService, served: Served) -> dict[str, str]:
-    if served.tier == "auto":
-        return engine_headers("auto", "", "")
-    chain = service.engine.chain(served.tier)
-    return engine_headers(
-        served.tier, service.engine.profile.tier(served.tier).model, chain[0] if chain else ""
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers=planned_headers(served, prepared)
     )
 
 
+def planned_headers(served: Served, prepared: Prepared) -> dict[str, str]:
+    """For a stream, sent before the answer: the tier, its model and where it is planned to run."""
+    if served.tier == "auto":
+        return engine_headers("auto", "", "")
+    chain = prepared.chain
+    return engine_headers(served.tier, prepared.job.tier.model, chain[0].name if chain else "")
+
+
 async def _sse(
-    pieces: AsyncIterator[str | GenerationResult],
+    pieces: AsyncIterator[StreamChunk],
     ident: str,
     created: int,
     model: str,
@@ -163,10 +170,11 @@ async def _sse(
         yield chunk({"role": "assistant", "content": ""}, None)
     try:
         async for piece in pieces:
-            if isinstance(piece, str):
-                yield chunk({"content": piece} if chat else piece, None)
+            if piece.result is None:
+                yield chunk({"content": piece.text} if chat else piece.text, None)
                 continue
-            yield chunk({} if chat else "", _finish(piece), npu_engine=answered_by(piece))
+            result = piece.result
+            yield chunk({} if chat else "", _finish(result), npu_engine=answered_by(result))
             if include_usage:
                 usage_event = {
                     "id": ident,
@@ -174,7 +182,7 @@ async def _sse(
                     "created": created,
                     "model": model,
                     "choices": [],
-                    "usage": _usage(piece),
+                    "usage": _usage(result),
                 }
                 yield f"data: {json.dumps(usage_event)}\n\n"
     except Exception as error:  # after the status line: the stream itself carries the error

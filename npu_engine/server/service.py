@@ -3,11 +3,11 @@ of one that stops when the client goes away. Both protocols' routes share it."""
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-from npu_engine.engine import Engine, GenerationResult
+from npu_engine.bridge import Run
+from npu_engine.engine import Engine, Prepared
 from npu_engine.errors import (
     ContextLengthError,
     EngineBusyError,
@@ -17,8 +17,8 @@ from npu_engine.errors import (
     UserInputError,
     presentable,
 )
-from npu_engine.generation import Message
 from npu_engine.manifest import Manifest
+from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
 from npu_engine.server.metrics import Metrics
 
 AUTO = "auto"
@@ -67,16 +67,16 @@ class ModelService:
         self.version = version
         self.max_new_tokens = max_new_tokens
 
-    def _check(self, options: dict[str, Any]) -> None:
-        asked = options.get("max_new_tokens", 0)
+    def _check(self, request: GenerateRequest) -> None:
+        asked = request.options.max_new_tokens
         if asked > self.max_new_tokens:
             raise UserInputError(f"max_tokens {asked} is over this server's limit of {self.max_new_tokens}")
 
     def served(self) -> list[Served]:
         """Every name a client may use: the tiers, `auto`, and converted models a tier runs."""
-        manifests = self.engine.store.manifests()
+        manifests = self.engine.converted()
         names = [Served(AUTO, AUTO, None)]
-        for tier, spec in self.engine.profile.tiers.items():
+        for tier, spec in self.engine.tiers().items():
             converted = [m for m in manifests if m.model == spec.model]
             names.append(Served(tier, tier, converted[0] if converted else None))
         for manifest in manifests:
@@ -94,8 +94,15 @@ class ModelService:
         known = ", ".join(s.name for s in every)
         raise UnknownModelError(f"model {model!r} is not served here (known: {known})")
 
+    def tier_of(self, model: str) -> Served:
+        """What a request's `model` names, reading the store only when it names no tier."""
+        name = model.removesuffix(":latest")
+        if name == AUTO or name in self.engine.tiers():
+            return Served(name, name, None)
+        return self.resolve(model)
+
     def _tier_for(self, model: str) -> str | None:
-        tiers = self.engine.profile.tiers
+        tiers = self.engine.tiers()
         return next(
             (
                 tier
@@ -105,98 +112,79 @@ class ModelService:
             None,
         )
 
+    def prepare(self, request: GenerateRequest) -> Prepared:
+        """The request checked against this server's limits, routed and planned (see Engine.prepare)."""
+        self._check(request)
+        return self.engine.prepare(request)
+
     async def answer(
-        self,
-        messages: Sequence[Message],
-        tier: str,
-        disconnected: Callable[[], Awaitable[bool]] | None = None,
-        **options: Any,
+        self, prepared: Prepared, disconnected: Callable[[], Awaitable[bool]] | None = None
     ) -> GenerationResult:
         """The whole answer. Generation starts at once on its own thread, so the request meets the
         model's bounded queue now (EngineBusyError past it), never a thread pool's hidden queue.
         While it runs, `disconnected` (the request's `is_disconnected`) is polled: once the client
         has gone, generation stops within a token and the cancelled result is returned."""
-        run = self._start(messages, tier, options, relay_text=False)
+        events, run = self._start(prepared, relay_text=False)
         try:
             while True:
                 try:
-                    kind, value = await asyncio.wait_for(run.events.get(), DISCONNECT_POLL_SECONDS)
+                    item = await asyncio.wait_for(events.get(), DISCONNECT_POLL_SECONDS)
                 except TimeoutError:
                     if not run.stop.is_set() and disconnected is not None and await disconnected():
                         run.stop.set()
                     continue
-                if kind == "error":
-                    raise value
-                if kind == "done":
-                    self.metrics.answered(value)
-                    result: GenerationResult = value
-                    return result
+                if isinstance(item, BaseException):
+                    raise item
+                if item.result is not None:
+                    self.metrics.answered(item.result)
+                    return item.result
         finally:
             run.stop.set()  # also when this task is cancelled: nobody waits for the answer
 
-    async def stream(
-        self, messages: Sequence[Message], tier: str, **options: Any
-    ) -> AsyncIterator[str | GenerationResult]:
-        """Text pieces, then the result. Starts generating at once; raises the engine's error before
-        the first piece (so a route can still answer with an error status). When the consumer stops
-        (the client disconnected), generation stops within a token."""
-        run = self._start(messages, tier, options, relay_text=True)
-        kind, value = await run.events.get()
-        if kind == "error":
-            raise value
-        return self._relay(kind, value, run)
+    async def stream(self, prepared: Prepared) -> AsyncIterator[StreamChunk]:
+        """Chunks of text, then the one holding the result. Starts generating at once; raises the
+        engine's error before the first chunk (so a route can still answer with an error status).
+        When the consumer stops (the client disconnected), generation stops within a token."""
+        events, run = self._start(prepared, relay_text=True)
+        first = await events.get()
+        if isinstance(first, BaseException):
+            raise first
+        return self._relay(first, events, run)
 
     def _start(
-        self, messages: Sequence[Message], tier: str, options: dict[str, Any], relay_text: bool
-    ) -> "_Run":
-        """The one bridge from the event loop to the engine: `engine.generate` on a thread of its
-        own, its text (when `relay_text`), result or error posted back to the loop as events, and
-        stopped at the next piece of text once `stop` is set."""
-        self._check(options)
+        self, prepared: Prepared, relay_text: bool
+    ) -> "tuple[asyncio.Queue[StreamChunk | BaseException], Run]":
+        """The engine's run on the bridge's thread, its chunks (text only when `relay_text`) posted
+        back to this event loop."""
         loop = asyncio.get_running_loop()
-        run = _Run(asyncio.Queue(), threading.Event())
+        events: asyncio.Queue[StreamChunk | BaseException] = asyncio.Queue()
+        stop = threading.Event()
 
-        def post(kind: str, value: Any) -> None:
+        def post(item: StreamChunk | BaseException) -> None:
             try:
-                loop.call_soon_threadsafe(run.events.put_nowait, (kind, value))
+                loop.call_soon_threadsafe(events.put_nowait, item)
             except RuntimeError:  # the event loop is gone: nobody is listening any more
-                run.stop.set()
+                stop.set()
 
-        def sink(text: str) -> bool:
-            if relay_text:
-                post("text", text)
-            return run.stop.is_set()
+        run = Run(lambda sink: self.engine.run(prepared, sink), post, relay_text, stop)
+        return events, run
 
-        def work() -> None:
-            try:
-                post("done", self.engine.generate(list(messages), tier=tier, on_text=sink, **options))
-            except BaseException as error:  # handed to the consumer
-                post("error", error)
-
-        threading.Thread(target=work, name="npu-engine-generate", daemon=True).start()
-        return run
-
-    async def _relay(self, kind: str, value: Any, run: "_Run") -> AsyncIterator[str | GenerationResult]:
+    async def _relay(
+        self, item: StreamChunk, events: "asyncio.Queue[StreamChunk | BaseException]", run: Run
+    ) -> AsyncIterator[StreamChunk]:
         try:
             while True:
-                if kind == "error":
-                    raise value
-                if kind == "done":
-                    self.metrics.answered(value)
-                    yield value
+                if item.result is not None:
+                    self.metrics.answered(item.result)
+                    yield item
                     return
-                yield value
-                kind, value = await run.events.get()
+                yield item
+                following = await events.get()
+                if isinstance(following, BaseException):
+                    raise following
+                item = following
         finally:
             run.stop.set()
-
-
-@dataclass(frozen=True)
-class _Run:
-    """One generation in flight: its events for the event loop, and the flag that stops it."""
-
-    events: "asyncio.Queue[tuple[str, Any]]"
-    stop: threading.Event
 
 
 def mid_stream_message(error: BaseException) -> str:

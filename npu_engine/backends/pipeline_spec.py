@@ -1,0 +1,49 @@
+"""How to open one OpenVINO GenAI pipeline: plain data, no OpenVINO import."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from npu_engine.devices import GB
+
+# The NPU plugin's NPUW path with CPU as its only device: runs the NPU pipeline (static shapes,
+# prompt limits) on machines with no NPU. A correctness path, never a speed figure.
+NPU_ON_CPU = {"NPU_USE_NPUW": "YES", "NPUW_DEVICES": "CPU", "NPUW_ONLINE_PIPELINE": "NONE"}
+
+DecodingMode = Literal["plain", "speculative", "prompt_lookup"]
+
+
+@dataclass(frozen=True)
+class BatchingLimits:
+    """How many sequences decode together, and how much KV cache they share."""
+
+    max_sequences: int = 8
+    cache_bytes: int = GB
+    max_batched_tokens: int = 2048
+    recycle_after: int = 100  # requests before the pipeline is reopened (see BatchingPipeline)
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """How to open one pipeline: which model folder, on which OpenVINO device, with what limits."""
+
+    model_path: Path
+    device: str
+    cache_dir: Path | None = None
+    max_prompt_len: int = 1024
+    min_response_len: int = 256
+    emulate_npu: bool = False
+    mode: DecodingMode = "plain"
+    draft_path: Path | None = None
+    batching: BatchingLimits | None = None
+
+    def properties(self) -> dict[str, Any]:
+        props: dict[str, Any] = {}
+        if self.cache_dir is not None:
+            props["CACHE_DIR"] = str(self.cache_dir)
+        if self.device == "NPU":
+            props.update(MAX_PROMPT_LEN=self.max_prompt_len, MIN_RESPONSE_LEN=self.min_response_len)
+            props["GENERATE_HINT"] = "FAST_COMPILE" if self.emulate_npu else "BEST_PERF"
+            if self.emulate_npu:
+                props.update(NPU_ON_CPU)
+        return props

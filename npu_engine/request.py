@@ -1,0 +1,86 @@
+"""The one request every edge builds (the OpenAI and Ollama adapters, the CLI, the Python API's
+keyword form) and the engine passes whole to the target that answers it, and the typed pieces a
+stream of its answer is made of."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from npu_engine.generation import GenerationMetrics, Message, SamplingOptions, as_messages, validate_messages
+from npu_engine.router import Route
+
+Decoding = Literal["auto", "plain", "speculative", "prompt_lookup"]
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """What to answer and how: chat messages (a bare prompt is one user message), the tier asked for
+    (`auto`: the router chooses), the sampling options and the decoding mode (`auto`: the one
+    measured fastest for the tier and device).
+
+    New request fields (tools, a response format, a fill-in-the-middle suffix) belong here, so that
+    every edge sets them once and every target reads them from the same place."""
+
+    messages: tuple[Message, ...]
+    tier: str = "code"
+    options: SamplingOptions = field(default_factory=SamplingOptions)
+    decoding: Decoding = "auto"
+
+    @classmethod
+    def of(
+        cls,
+        prompt: str | Sequence[Message],
+        *,
+        tier: str = "code",
+        max_new_tokens: int = 512,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+        decoding: Decoding = "auto",
+    ) -> "GenerateRequest":
+        """The request for a prompt or chat messages, from the Python API's keywords."""
+        options = SamplingOptions(max_new_tokens, temperature, top_p, tuple(stop), seed)
+        return cls(tuple(as_messages(prompt)), tier, options, decoding)
+
+    def validate(self) -> "GenerateRequest":
+        """Raise UserInputError for what no backend could take (see SamplingOptions.validate and
+        validate_messages); else return self. Checked before any device: a request the runtime
+        would reject is the caller's mistake, never a device failure."""
+        self.options.validate()
+        validate_messages(self.messages)
+        return self
+
+
+@dataclass(frozen=True)
+class FallbackStep:
+    """A step of the chain that did not answer, and why."""
+
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """The answer: its text, who answered (tier, converted model, device, decoding) and how fast,
+    the chain's steps that did not answer, and the router's choice when the tier was `auto`."""
+
+    text: str
+    finish_reason: str
+    tier: str
+    model: str
+    device: str
+    decoding: str
+    metrics: GenerationMetrics
+    fallback: tuple[FallbackStep, ...] = ()
+    route: Route | None = None
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """One step of a streamed answer: a piece of text, or (last) the whole result with its metrics,
+    route and fallback steps, whose `text` is then empty."""
+
+    text: str = ""
+    result: GenerationResult | None = None

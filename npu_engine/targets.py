@@ -1,0 +1,174 @@
+"""The steps of a fallback chain. Every step is a Target: a device of this machine, Ollama, or an
+OpenAI-compatible server, asked the same way (`answer(job, on_text)`) and answering with the same
+GenerationResult. A chain is a list of targets; the engine walks it in one loop."""
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from npu_engine.backends.pipeline_spec import BatchingLimits, DecodingMode, PipelineSpec
+from npu_engine.catalog import TierSpec
+from npu_engine.devices import Device
+from npu_engine.errors import ContextLengthError
+from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink
+from npu_engine.manifest import Manifest
+from npu_engine.pipelines import Pipeline, PipelineKey, PipelinePool
+from npu_engine.planner import Planner
+from npu_engine.request import GenerateRequest, GenerationResult
+from npu_engine.store import ModelStore
+
+# The NPU's static shapes: the longest prompt, and the least room kept for the answer.
+NPU_MAX_PROMPT = 1024
+NPU_MIN_RESPONSE = 512
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request on one tier, as every target of the tier's chain sees it: the request, the
+    tier's spec, the converted models of its model and draft, and whether a decoding mode the
+    target cannot run may fall back to plain (the router's preference, not the caller's demand)."""
+
+    request: GenerateRequest
+    tier: TierSpec
+    manifests: tuple[Manifest, ...]
+    lenient: bool = False
+
+
+class Target(Protocol):
+    """A step of a chain. `answer` raises Unavailable when this target cannot take the job (nothing
+    to remember), any other NpuEngineError, RuntimeError or OSError when it failed."""
+
+    name: str
+
+    def answer(self, job: Job, on_text: TextSink) -> GenerationResult: ...
+
+
+class Unavailable(Exception):
+    """A target that cannot serve this request, such as a model not converted for the device."""
+
+
+def result_of(raw: RawGeneration, tier: str, model: str, device: str, decoding: str) -> GenerationResult:
+    return GenerationResult(raw.text, raw.finish_reason, tier, model, device, decoding, raw.metrics)
+
+
+class RemoteBackend(Protocol):
+    def generate(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        options: SamplingOptions,
+        on_text: TextSink | None = None,
+    ) -> RawGeneration: ...
+
+
+class RemoteTarget:
+    """A model served over HTTP (Ollama, an OpenAI-compatible server); `models` names the remote
+    model for a catalog model (None: it has none)."""
+
+    def __init__(self, name: str, backend: RemoteBackend, models: Callable[[str], str | None]) -> None:
+        self.name = name
+        self.backend = backend
+        self.models = models
+
+    def answer(self, job: Job, on_text: TextSink) -> GenerationResult:
+        remote = self.models(job.tier.model)
+        if not remote:
+            raise Unavailable(f"no {self.name} model for {job.tier.model}")
+        raw = self.backend.generate(remote, job.request.messages, job.request.options, on_text)
+        return result_of(raw, job.tier.tier, f"{self.name}:{remote}", self.name, "plain")
+
+
+class PipelineLoader:
+    """Opens converted models as pipelines, through the pool that keeps them loaded: checks their
+    files against their manifests on the way (see ModelStore.checked_path)."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        pool: PipelinePool,
+        continuous_batching: bool = False,
+        allow_modified_models: bool = False,
+    ) -> None:
+        self.store = store
+        self.pool = pool
+        self.continuous_batching = continuous_batching
+        self.allow_modified_models = allow_modified_models
+
+    def spec(
+        self,
+        manifest: Manifest,
+        device: str,
+        mode: DecodingMode = "plain",
+        draft: Manifest | None = None,
+        emulated: bool = False,
+        kv_bytes: int = 0,
+    ) -> PipelineSpec:
+        allowed = self.allow_modified_models
+        return PipelineSpec(
+            model_path=self.store.checked_path(manifest, allowed),
+            device=device,
+            cache_dir=self.store.cache_dir,
+            max_prompt_len=NPU_MAX_PROMPT,
+            min_response_len=NPU_MIN_RESPONSE,
+            emulate_npu=emulated,
+            mode=mode,
+            draft_path=self.store.checked_path(draft, allowed) if draft else None,
+            batching=(
+                BatchingLimits(max_sequences=self.pool.max_waiting, cache_bytes=kv_bytes * 2)
+                if self.continuous_batching
+                else None
+            ),
+        )
+
+    @contextmanager
+    def use(self, key: PipelineKey, spec: PipelineSpec, size: int) -> Iterator[tuple[Pipeline, float]]:
+        with self.pool.use(key, spec, size) as held:
+            yield held
+
+
+class DeviceTarget:
+    """A device of this machine running the tier's converted model with OpenVINO GenAI."""
+
+    def __init__(self, device: Device, planner: Planner, loader: PipelineLoader, emulated: bool) -> None:
+        self.device = device
+        self.name = device.name
+        self.planner = planner
+        self.loader = loader
+        self.emulated = emulated
+
+    def answer(self, job: Job, on_text: TextSink) -> GenerationResult:
+        device, tier, request = self.device, job.tier, job.request
+        manifest = self.planner.conversion(job.manifests, tier.model, device.kind)
+        if manifest is None:
+            raise Unavailable(
+                f"{tier.model} is not converted for {device.kind.upper()} (npu-convert tier {tier.tier} "
+                f"--profile {self.planner.profile.name} --device {device.kind})"
+            )
+        draft = self.planner.conversion(job.manifests, tier.draft, device.kind) if tier.draft else None
+        mode = self.planner.decoding(request.decoding, tier.tier, device, draft is not None, job.lenient)
+        draft = draft if mode == "speculative" else None
+        # Memory as the scheduler counts it: weights (with the draft's) plus the KV cache at the
+        # tier's planned context, which also sizes the batching pipeline's shared cache.
+        kv = self.planner.kv_bytes(tier.tier)
+        size = manifest.size + (draft.size if draft else 0) + kv
+        spec = self.loader.spec(manifest, device.name, mode, draft, self.emulated, kv)
+        context = min(tier.context, manifest.context_length)
+        options = request.options
+        with self.loader.use((manifest.name, device.name, mode), spec, size) as (pipeline, load_seconds):
+            prompt_tokens = pipeline.count_prompt_tokens(request.messages)
+            if prompt_tokens >= context:
+                raise ContextLengthError(prompt_tokens, context, f"tier {tier.tier} ({tier.model})")
+            if device.kind == "npu" and (
+                prompt_tokens > NPU_MAX_PROMPT
+                or prompt_tokens + options.max_new_tokens > NPU_MAX_PROMPT + NPU_MIN_RESPONSE
+            ):
+                raise Unavailable(
+                    f"prompt of {prompt_tokens} tokens plus {options.max_new_tokens} new "
+                    "exceeds the NPU's "
+                    f"static shape ({NPU_MAX_PROMPT} prompt, {NPU_MAX_PROMPT + NPU_MIN_RESPONSE} in all)"
+                )
+            raw = pipeline.generate(request.messages, options, on_text)
+        label = device.name + (" (emulated on CPU)" if self.emulated else "")
+        result = result_of(raw, tier.tier, manifest.name, label, mode)
+        return replace(result, metrics=replace(result.metrics, load_seconds=load_seconds))

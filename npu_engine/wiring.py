@@ -1,0 +1,40 @@
+"""What `Engine.from_settings` reads from the environment and the machine, one small function each:
+the emulated NPU, the remote fallbacks the settings name, and the speeds `npu-bench` measured."""
+
+from npu_engine.backends.remote import OllamaBackend, OpenAICompatibleBackend, ollama_base_url
+from npu_engine.catalog import Catalog
+from npu_engine.device_profile import profile_path, read_profile
+from npu_engine.devices import Device, Inventory
+from npu_engine.scheduler import OLLAMA, Measurement
+from npu_engine.settings import ollama_host, openai_fallback
+from npu_engine.store import ModelStore
+from npu_engine.targets import RemoteTarget
+
+OPENAI = "openai"
+
+
+def with_emulated_npu(inventory: Inventory) -> Inventory:
+    """The inventory plus an NPU that runs through NPUW on its CPU (for machines without one)."""
+    cpu = inventory.of_kind("cpu")[0]
+    npu = Device("NPU", "npu", f"NPU emulated on {cpu.full_name}", cpu.memory_bytes, True)
+    return Inventory(
+        inventory.description, inventory.memory_bytes, inventory.cpu_cores, (npu, *inventory.devices)
+    )
+
+
+def remotes_from_settings(catalog: Catalog) -> list[RemoteTarget]:
+    """Ollama at `$OLLAMA_HOST` (the catalog names each model's Ollama tag), then the
+    OpenAI-compatible server the settings configure, if any."""
+    ollama = OllamaBackend(ollama_base_url(ollama_host()))
+    remotes = [RemoteTarget(OLLAMA, ollama, lambda model: catalog.model(model).ollama)]
+    configured = openai_fallback()
+    if configured is not None:
+        url, name, key = configured
+        remotes.append(RemoteTarget(OPENAI, OpenAICompatibleBackend(url, key), lambda _model: name))
+    return remotes
+
+
+def measured_speeds(store: ModelStore) -> list[Measurement]:
+    """The device profile `npu-bench` wrote beside the store, if any."""
+    measured = read_profile(profile_path(store.root))
+    return list(measured.measurements) if measured else []
