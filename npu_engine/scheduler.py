@@ -145,97 +145,122 @@ def plan(
     device, by measured speed or else by preference, that can run it and has room beside the tiers
     already placed; failing that, the first where it fits alone (it then loads on demand, unloading
     the least recently used tier); failing that, it is reported as fitting nowhere."""
-    measured = best_by_device(measurements or [])
-    budget = _Budget(inventory, system_budget, gpu_fraction)
-    loaded: dict[tuple[str, str], str] = {}  # (model, device name) -> the tier that loaded it
-    npu_model: dict[str, str] = {}  # NPU device name -> the one model it hosts
-    placements = []
-    for demand in demands:
-        candidates = [
-            device
-            for kind in _order(demand, measured)
-            for device in inventory.of_kind(kind)
-            if kind in demand.weight_bytes
-        ]
-        # Why a device kind was passed over, in words; the kind tells which refusals explain a choice.
-        refusals: list[tuple[DeviceKind, str]] = [
-            (kind, f"{kind.upper()}: {why}")
-            for kind, why in demand.missing.items()
-            if inventory.of_kind(kind)
-        ]
-        usable = []
-        for device in candidates:
-            if device.kind == "npu" and npu_model.get(device.name, demand.model) != demand.model:
-                refusals.append(
-                    (
-                        device.kind,
-                        f"{device.name}: already hosts {npu_model[device.name]} (one request at a time)",
-                    )
-                )
-            else:
-                usable.append(device)
+    placer = _Placer(inventory, best_by_device(measurements or []), system_budget, gpu_fraction)
+    placements = tuple(placer.place(demand) for demand in demands)
+    used = system_budget - placer.budget.left["system"]
+    return Plan(inventory, placements, system_budget, used, bool(placer.measured))
 
-        def need(device: Device, demand: TierDemand = demand) -> int:
+
+# Why a device was passed over, in words, with its kind: the kind tells which refusals explain a choice.
+Refusal = tuple[DeviceKind, str]
+
+
+class _Placer:
+    """Places tiers one after another, remembering what the tiers before took."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        measured: dict[tuple[str, DeviceKind], Measurement],
+        system_budget: int,
+        gpu_fraction: float,
+    ) -> None:
+        self.inventory = inventory
+        self.measured = measured
+        self.system_budget = system_budget
+        self.gpu_fraction = gpu_fraction
+        self.budget = _Budget(inventory, system_budget, gpu_fraction)
+        self.loaded: dict[tuple[str, str], str] = {}  # (model, device name) -> the tier that loaded it
+        self.npu_model: dict[str, str] = {}  # NPU device name -> the one model it hosts
+
+    def place(self, demand: TierDemand) -> TierPlacement:
+        candidates, usable, refusals = self._usable(demand)
+
+        def need(device: Device) -> int:
             return demand.weight_bytes[device.kind] + demand.kv_bytes
 
-        def pool_size(device: Device) -> int:
-            return system_budget if device.shares_system_memory else int(device.memory_bytes * gpu_fraction)
-
         resident = [
-            d for d in usable if (demand.model, d.name) in loaded or need(d) <= budget.left[budget.pool(d)]
+            d
+            for d in usable
+            if (demand.model, d.name) in self.loaded or need(d) <= self.budget.left[self.budget.pool(d)]
         ]
-        alone = [d for d in usable if need(d) <= pool_size(d)]
+        alone = [d for d in usable if need(d) <= self._pool_size(d)]
         for device in usable:
             if device not in resident and device in alone:
-                left = budget.left[budget.pool(device)]
+                left = self.budget.left[self.budget.pool(device)]
                 refusals.append(
                     (
                         device.kind,
                         f"{device.name}: needs {_gb(need(device))}, {_gb(left)} left beside the tiers above",
                     )
                 )
-        fallback_devices = [d.name for d in alone]
         if not alone:
             smallest = min((need(d) for d in candidates), default=0)
             reason = f"fits nowhere: needs {_gb(smallest)} (weights + KV cache at {demand.context} tokens)"
             if refusals:
                 reason += "; " + "; ".join(text for _, text in refusals)
-            placements.append(
-                TierPlacement(demand.tier, demand.model, None, 0, reason + ".", (), False, demand.ollama)
-            )
-            continue
+            return TierPlacement(demand.tier, demand.model, None, 0, reason + ".", (), False, demand.ollama)
         chosen = resident[0] if resident else alone[0]
-        shared_with = loaded.get((demand.model, chosen.name))
+        shared_with = self.loaded.get((demand.model, chosen.name))
         if resident and shared_with is None:
-            budget.left[budget.pool(chosen)] -= need(chosen)
-            loaded[(demand.model, chosen.name)] = demand.tier
+            self.budget.left[self.budget.pool(chosen)] -= need(chosen)
+            self.loaded[(demand.model, chosen.name)] = demand.tier
         if chosen.kind == "npu":
-            npu_model[chosen.name] = demand.model
-        order = _order(demand, measured)
-        earlier = order[: order.index(chosen.kind)]
-        # Only what stood before the chosen device in the order explains the choice.
-        passed = [text for kind, text in refusals if kind in earlier]
-        passed += [f"no {kind.upper()} on this machine" for kind in earlier if not inventory.of_kind(kind)]
-        reason = _reason(demand, chosen, measured, shared_with, passed)
+            self.npu_model[chosen.name] = demand.model
+        reason = _reason(demand, chosen, self.measured, shared_with, self._passed(demand, chosen, refusals))
         if not resident:
             reason += (
                 " Does not fit beside the tiers above: loads on demand, unloading the least recently used."
             )
-        placements.append(
-            TierPlacement(
-                demand.tier,
-                demand.model,
-                chosen.name,
-                need(chosen),
-                reason,
-                tuple(name for name in fallback_devices if name != chosen.name),
-                bool(resident),
-                demand.ollama,
-            )
+        return TierPlacement(
+            demand.tier,
+            demand.model,
+            chosen.name,
+            need(chosen),
+            reason,
+            tuple(d.name for d in alone if d.name != chosen.name),
+            bool(resident),
+            demand.ollama,
         )
-    return Plan(
-        inventory, tuple(placements), system_budget, system_budget - budget.left["system"], bool(measured)
-    )
+
+    def _usable(self, demand: TierDemand) -> tuple[list[Device], list[Device], list[Refusal]]:
+        """The devices that can run the tier, in order; those of them free to take it; and why
+        the others were refused."""
+        candidates = [
+            device
+            for kind in _order(demand, self.measured)
+            for device in self.inventory.of_kind(kind)
+            if kind in demand.weight_bytes
+        ]
+        refusals: list[Refusal] = [
+            (kind, f"{kind.upper()}: {why}")
+            for kind, why in demand.missing.items()
+            if self.inventory.of_kind(kind)
+        ]
+        usable = []
+        for device in candidates:
+            hosted = self.npu_model.get(device.name, demand.model)
+            if device.kind == "npu" and hosted != demand.model:
+                refusals.append(
+                    (device.kind, f"{device.name}: already hosts {hosted} (one request at a time)")
+                )
+            else:
+                usable.append(device)
+        return candidates, usable, refusals
+
+    def _pool_size(self, device: Device) -> int:
+        if device.shares_system_memory:
+            return self.system_budget
+        return int(device.memory_bytes * self.gpu_fraction)
+
+    def _passed(self, demand: TierDemand, chosen: Device, refusals: list[Refusal]) -> list[str]:
+        """Only what stood before the chosen device in the order explains the choice."""
+        order = _order(demand, self.measured)
+        earlier = order[: order.index(chosen.kind)]
+        passed = [text for kind, text in refusals if kind in earlier]
+        return passed + [
+            f"no {kind.upper()} on this machine" for kind in earlier if not self.inventory.of_kind(kind)
+        ]
 
 
 def best_by_device(measurements: list[Measurement]) -> dict[tuple[str, DeviceKind], Measurement]:
