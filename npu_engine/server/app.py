@@ -64,39 +64,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
     )
     app.state.service = service
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
-        field = _field(tuple(first.get("loc", ())))
-        message = f"invalid field {field!r}: {first.get('msg', 'invalid value')}"
-        if first.get("type") == "json_invalid":
-            message = "the request body is not valid JSON"
-        return _error(request, 400, message, "invalid_request_error")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return _error(request, error.status_code, str(error.detail), "invalid_request_error")
-
-    @app.exception_handler(NpuEngineError)
-    async def engine_error(request: Request, error: NpuEngineError) -> JSONResponse:
-        try:
-            failure = http_failure(error)
-        except NpuEngineError:
-            return await internal(request, error)
-        return _error(request, failure.status, failure.message, failure.kind, failure.headers)
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, error: Exception) -> JSONResponse:
-        request_id = request.scope.get("state", {}).get("request_id", "?")
-        log.error("request %s failed", request_id, exc_info=error)
-        # Sent from outside the guard (Starlette's error middleware), so the id header is set here.
-        return _error(
-            request,
-            500,
-            f"internal error (request id {request_id})",
-            "server_error",
-            {"X-Request-Id": request_id},
-        )
+    _answer_errors_in_protocol(app)
 
     @app.get("/health", tags=["Server"])
     async def health() -> dict[str, Any]:
@@ -133,3 +101,41 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
         route_of=lambda scope: route_label([*app.routes, *(r for api in apis for r in api.routes)], scope),
     )
     return app
+
+
+def _answer_errors_in_protocol(app: FastAPI) -> None:
+    """Every error as the route's protocol shapes it; a stack trace only in the log."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+        field = _field(tuple(first.get("loc", ())))
+        message = f"invalid field {field!r}: {first.get('msg', 'invalid value')}"
+        if first.get("type") == "json_invalid":
+            message = "the request body is not valid JSON"
+        return _error(request, 400, message, "invalid_request_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _error(request, error.status_code, str(error.detail), "invalid_request_error")
+
+    @app.exception_handler(NpuEngineError)
+    async def engine_error(request: Request, error: NpuEngineError) -> JSONResponse:
+        try:
+            failure = http_failure(error)
+        except NpuEngineError:
+            return await internal(request, error)
+        return _error(request, failure.status, failure.message, failure.kind, failure.headers)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, error: Exception) -> JSONResponse:
+        request_id = request.scope.get("state", {}).get("request_id", "?")
+        log.error("request %s failed", request_id, exc_info=error)
+        # Sent from outside the guard (Starlette's error middleware), so the id header is set here.
+        return _error(
+            request,
+            500,
+            f"internal error (request id {request_id})",
+            "server_error",
+            {"X-Request-Id": request_id},
+        )

@@ -100,69 +100,15 @@ def ollama_router(service: ModelService) -> APIRouter:
 
     @router.get("/tags")
     async def tags() -> dict[str, Any]:
-        return {
-            "models": [
-                {
-                    "name": s.name,
-                    "model": s.name,
-                    "modified_at": s.manifest.created if s.manifest else _now(),
-                    "size": s.manifest.size if s.manifest else 0,
-                    "digest": _digest(s),
-                    "details": _details(s.manifest),
-                }
-                for s in service.served()
-            ]
-        }
+        return _tags(service)
 
     @router.get("/ps")
     async def ps() -> dict[str, Any]:
-        manifests = {m.name: m for m in service.engine.converted()}
-        running = []
-        for name, device, mode in service.engine.loaded():
-            manifest = manifests.get(name)
-            keep = service.engine.keep_alive_of(name)
-            expires = (
-                "0001-01-01T00:00:00Z"
-                if math.isinf(keep)
-                else _rfc3339(datetime.now(UTC) + timedelta(seconds=keep))
-            )
-            running.append(
-                {
-                    "name": name,
-                    "model": name,
-                    "size": manifest.size if manifest else 0,
-                    "digest": manifest.source.digest.removeprefix("sha256:") if manifest else "",
-                    "details": _details(manifest),
-                    "expires_at": expires,
-                    "size_vram": 0,
-                    "device": device,
-                    "decoding": mode,
-                }
-            )
-        return {"models": running}
+        return _ps(service)
 
     @router.post("/show")
     async def show(body: OllamaShowRequest) -> dict[str, Any]:
-        name = body.model or body.name
-        if not name:
-            raise UnknownModelError("model is required")
-        served = service.resolve(name)
-        m = served.manifest
-        return {
-            "modelfile": "",
-            "parameters": "",
-            "template": "",
-            "details": _details(m),
-            "model_info": {
-                "general.architecture": m.architecture if m else "",
-                "general.parameter_count": m.parameters if m else 0,
-                "npu_engine.tier": served.tier,
-                "npu_engine.recipe": m.recipe.name if m else "",
-                "npu_engine.context_length": m.context_length if m else 0,
-            },
-            "capabilities": ["completion"],
-            "modified_at": m.created if m else _now(),
-        }
+        return _show(service, body)
 
     @router.post("/chat")
     async def chat(body: OllamaChatRequest, request: Request) -> Any:
@@ -177,6 +123,73 @@ def ollama_router(service: ModelService) -> APIRouter:
         return await _respond(service, body, messages, request, chat=False)
 
     return router
+
+
+def _tags(service: ModelService) -> dict[str, Any]:
+    return {
+        "models": [
+            {
+                "name": s.name,
+                "model": s.name,
+                "modified_at": s.manifest.created if s.manifest else _now(),
+                "size": s.manifest.size if s.manifest else 0,
+                "digest": _digest(s),
+                "details": _details(s.manifest),
+            }
+            for s in service.served()
+        ]
+    }
+
+
+def _ps(service: ModelService) -> dict[str, Any]:
+    """The loaded models, as Ollama's /api/ps lists them (expiry from their keep-alive)."""
+    manifests = {m.name: m for m in service.engine.converted()}
+    running = []
+    for name, device, mode in service.engine.loaded():
+        manifest = manifests.get(name)
+        keep = service.engine.keep_alive_of(name)
+        expires = (
+            "0001-01-01T00:00:00Z"
+            if math.isinf(keep)
+            else _rfc3339(datetime.now(UTC) + timedelta(seconds=keep))
+        )
+        running.append(
+            {
+                "name": name,
+                "model": name,
+                "size": manifest.size if manifest else 0,
+                "digest": manifest.source.digest.removeprefix("sha256:") if manifest else "",
+                "details": _details(manifest),
+                "expires_at": expires,
+                "size_vram": 0,
+                "device": device,
+                "decoding": mode,
+            }
+        )
+    return {"models": running}
+
+
+def _show(service: ModelService, body: OllamaShowRequest) -> dict[str, Any]:
+    name = body.model or body.name
+    if not name:
+        raise UnknownModelError("model is required")
+    served = service.resolve(name)
+    m = served.manifest
+    return {
+        "modelfile": "",
+        "parameters": "",
+        "template": "",
+        "details": _details(m),
+        "model_info": {
+            "general.architecture": m.architecture if m else "",
+            "general.parameter_count": m.parameters if m else 0,
+            "npu_engine.tier": served.tier,
+            "npu_engine.recipe": m.recipe.name if m else "",
+            "npu_engine.context_length": m.context_length if m else 0,
+        },
+        "capabilities": ["completion"],
+        "modified_at": m.created if m else _now(),
+    }
 
 
 async def _respond(
