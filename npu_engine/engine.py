@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from npu_engine.backends.openvino_genai import (
@@ -17,10 +18,10 @@ from npu_engine.backends.openvino_genai import (
     PipelineSpec,
 )
 from npu_engine.backends.remote import OllamaBackend, OpenAICompatibleBackend, ollama_base_url
-from npu_engine.catalog import Catalog, load_catalog
+from npu_engine.catalog import Catalog, TierSpec, load_catalog
 from npu_engine.demands import manifest_for, tier_demands
 from npu_engine.device_profile import profile_path, read_profile
-from npu_engine.devices import Device, Inventory, discover
+from npu_engine.devices import Device, DeviceKind, Inventory, discover
 from npu_engine.errors import (
     ContextLengthError,
     EngineBusyError,
@@ -39,7 +40,7 @@ from npu_engine.generation import (
     validate_messages,
 )
 from npu_engine.manifest import Manifest
-from npu_engine.pipelines import Pipeline, PipelinePool
+from npu_engine.pipelines import Pipeline, PipelineKey, PipelinePool
 from npu_engine.recipes import load_recipe_book
 from npu_engine.router import Route, Router, load_rules
 from npu_engine.scheduler import OLLAMA, Measurement, Plan, default_budget, plan
@@ -478,6 +479,68 @@ class Engine:
     def _remember_failure(self, target: str, model: str, reason: str) -> None:
         with self._guard:
             self._failures[(target, model)] = (self._clock(), reason)
+
+    # -- declared operations used by the bench --------------------------------------------------
+
+    @property
+    def emulates_npu(self) -> bool:
+        """Whether this engine's NPU is the emulated one (NPUW on the CPU): never a speed figure."""
+        return self.emulate_npu
+
+    def tier(self, tier: str) -> TierSpec:
+        """The profile's spec of `tier`: its model, draft and planned context."""
+        return self.profile.tier(tier)
+
+    def device_of_kind(self, kind: DeviceKind) -> str:
+        """The name of the first device of `kind` this engine runs on (its emulated NPU included)."""
+        devices = self.inventory.of_kind(kind)
+        if not devices:
+            names = ", ".join(device.name for device in self.inventory.devices)
+            raise UserInputError(f"no {kind.upper()} here (devices: {names})")
+        return devices[0].name
+
+    def unload(self, model: str | None = None) -> list[PipelineKey]:
+        """Drop the idle pipelines of `model` (of every model when None); returns what was dropped."""
+        return self.pool.unload(model)
+
+    def generate_on(
+        self,
+        model: str,
+        device: str,
+        prompt: str | Sequence[Message],
+        *,
+        max_new_tokens: int = 512,
+        on_text: TextSink | None = None,
+    ) -> GenerationResult:
+        """Greedy plain decoding by one converted model (a store name) on one device (by name): no
+        tier, chain or fallback. Loaded through the pool, so `unload` drops it; the tier is "-"."""
+        options = SamplingOptions(max_new_tokens).validate()
+        messages = as_messages(prompt)
+        validate_messages(messages)
+        manifest = self.store.get(model)
+        spec = self._spec_of(manifest, self.inventory.device(device), self.store.cache_dir)
+        # Weights only: no tier plans a context for this model.
+        with self.pool.use((manifest.name, spec.device, "plain"), spec, manifest.size) as (pipeline, load):
+            raw = pipeline.generate(messages, options, on_text)
+        label = spec.device + (" (emulated on CPU)" if spec.emulate_npu else "")
+        return self._result(raw, "-", manifest.name, label, "plain", load, [])
+
+    def load_seconds(self, model: str, device: str, cache_dir: Path) -> float:
+        """Seconds to open one converted model (a store name) on one device (by name) with its
+        compiled-model cache in `cache_dir`; opened outside the pool and dropped after."""
+        spec = self._spec_of(self.store.get(model), self.inventory.device(device), cache_dir)
+        return self.pool.factory(spec).load_seconds
+
+    def _spec_of(self, manifest: Manifest, device: Device, cache_dir: Path | None) -> PipelineSpec:
+        """Plain decoding of `manifest`'s files, checked, on `device` with the engine's NPU shape."""
+        return PipelineSpec(
+            model_path=self.store.checked_path(manifest, self.allow_modified_models),
+            device=device.name,
+            cache_dir=cache_dir,
+            max_prompt_len=NPU_MAX_PROMPT,
+            min_response_len=NPU_MIN_RESPONSE,
+            emulate_npu=self.emulate_npu and device.kind == "npu",
+        )
 
 
 def fast_tier_generate(engine: Engine) -> Callable[[str], str]:

@@ -95,6 +95,11 @@ class PipelinePool:
             with self._guard:
                 slot.waiting -= 1
 
+    @property
+    def factory(self) -> Callable[[Any], Pipeline]:
+        """What opens the pool's pipelines; for a caller that opens one the pool does not hold."""
+        return self._factory
+
     def loaded(self) -> list[PipelineKey]:
         with self._guard:
             return [key for key, slot in self._slots.items() if slot.pipeline is not None]
