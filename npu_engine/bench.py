@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
 from npu_engine.answers import has_closed_block
-from npu_engine.backends.factory import OpenVinoPipelineFactory
-from npu_engine.backends.pipeline_spec import PipelineSpec
 from npu_engine.coding_tasks import CodingTask, TaskOutcome, score_task
 from npu_engine.data import read_lines
 from npu_engine.engine import Engine
@@ -240,14 +238,12 @@ class LoadTimes:
     warm_seconds: float  # the cache the cold load filled
 
 
-def measure_load(model: str, model_path: Path, device: str) -> LoadTimes:
-    """Open the model twice with a fresh compiled-model cache: first cold (compiling and filling the
-    cache), then warm (reading it back)."""
-    factory = OpenVinoPipelineFactory()
+def measure_load(engine: Engine, model: str, device: str) -> LoadTimes:
+    """Open the converted model `model` twice on `device` with a fresh compiled-model cache: first
+    cold (compiling and filling the cache), then warm (reading it back)."""
     with tempfile.TemporaryDirectory(prefix="npu-bench-cache-") as cache:
-        spec = PipelineSpec(model_path=model_path, device=device, cache_dir=Path(cache))
-        cold = factory(spec).load_seconds
-        warm = factory(spec).load_seconds
+        cold = engine.load_seconds(model, device, Path(cache))
+        warm = engine.load_seconds(model, device, Path(cache))
     return LoadTimes(model, device, cold, warm)
 
 

@@ -3,6 +3,7 @@
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +258,29 @@ def write_plots(results: BenchResults, out: Path) -> list[Path]:
         plt.close(figure)
         written.append(path)
     return written
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """What a bench command measured, the folder its results are in, and the device profile it
+    wrote (None when it wrote none)."""
+
+    results: BenchResults
+    folder: Path
+    device_profile: Path | None = None
+
+
+def results_folder(out: Path | None) -> Path:
+    """`out`, else npu-bench-results/<UTC time> under the working folder; created."""
+    folder = out or Path("npu-bench-results") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_results(out: Path | None, results: BenchResults) -> Path:
+    """The plots, results.json and summary.md in `results_folder(out)`; returns the folder."""
+    folder = results_folder(out)
+    write_plots(results, folder)
+    (folder / "results.json").write_text(results.to_json())
+    (folder / "summary.md").write_text(markdown(results))
+    return folder

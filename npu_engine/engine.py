@@ -267,22 +267,26 @@ class Engine:
         max_new_tokens: int = 512,
         on_text: TextSink | None = None,
     ) -> GenerationResult:
-        """Greedy plain decoding on one converted model (a store name) on one device: no chain, no
-        fallback; loaded through the pool, so `unload` drops it. For measuring one conversion."""
+        """Greedy plain decoding by one converted model (a store name) on one device (by name): no
+        tier, chain or fallback. Loaded through the pool, so `unload` drops it; the tier is "-"."""
         request = GenerateRequest.of(prompt, tier="-", max_new_tokens=max_new_tokens, decoding="plain")
         request.validate()
-        manifest = self._converted(model)
-        spec = self._loader.spec(manifest, self._planner.inventory.device(device).name)
-        with self._loader.use((manifest.name, device, "plain"), spec, manifest.size) as (pipeline, loaded):
+        manifest = self._store.get(model)
+        target = self._devices_by_name(device)
+        spec = self._loader.spec(manifest, target.name, emulated=target.emulated)
+        # Weights only: no tier plans a context for this model.
+        with self._loader.use((manifest.name, target.name, "plain"), spec, manifest.size) as (pipeline, load):
             raw = pipeline.generate(request.messages, request.options, on_text)
-        metrics = replace(raw.metrics, load_seconds=loaded)
-        return GenerationResult(raw.text, raw.finish_reason, "-", manifest.name, device, "plain", metrics)
+        label = target.name + (" (emulated on CPU)" if target.emulated else "")
+        metrics = replace(raw.metrics, load_seconds=load)
+        return GenerationResult(raw.text, raw.finish_reason, "-", manifest.name, label, "plain", metrics)
 
     def load_seconds(self, model: str, device: str, cache_dir: Path) -> float:
-        """Open one converted model on one device with this compiled-model cache folder, outside the
-        pool, and return how long it took (the pipeline is dropped after)."""
-        spec = replace(self._loader.spec(self._converted(model), device), cache_dir=cache_dir)
-        return self._pool.open(spec).load_seconds
+        """Seconds to open one converted model (a store name) on one device (by name) with its
+        compiled-model cache in `cache_dir`; opened outside the pool and dropped after."""
+        target = self._devices_by_name(device)
+        spec = self._loader.spec(self._store.get(model), target.name, emulated=target.emulated)
+        return self._pool.open(replace(spec, cache_dir=cache_dir)).load_seconds
 
     # -- declared operations: what the server, the CLI and the bench may ask ---------------------
 
@@ -369,11 +373,8 @@ class Engine:
         devices: list[Target] = [self._devices[d.name] for d in self._planner.devices(tier, manifests)]
         return (*devices, *self._remotes)
 
-    def _converted(self, model: str) -> Manifest:
-        for manifest in self._store.manifests():
-            if manifest.name == model:
-                return manifest
-        raise UserInputError(f"no converted model {model!r} in the store")
+    def _devices_by_name(self, device: str) -> DeviceTarget:
+        return self._devices[self._planner.inventory.device(device).name]
 
     def _recent_failure(self, target: str, model: str) -> str | None:
         with self._guard:

@@ -2,7 +2,8 @@
 non-streamed chats on both protocols (OpenAI and Ollama) for a bounded time and request count,
 and the report gives requests/s, latency percentiles, status counts and the server's RSS before
 and after. `run_soak` starts nothing: it drives the URL it is given (loopback only).
-`local_server` is for callers that want a server of their own to soak."""
+`local_server` is for callers that want a server of their own to soak; `soak` is `npu-bench soak`,
+either of the two."""
 
 import asyncio
 import contextlib
@@ -14,14 +15,16 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from npu_engine.bench_report import results_folder
 from npu_engine.errors import NpuEngineError, UserInputError
+from npu_engine.files import write_text_atomically
 from npu_engine.server.config import is_loopback
 
 KINDS = ("openai", "openai-stream", "ollama", "ollama-stream")
@@ -290,3 +293,25 @@ def _healthy(url: str) -> bool:
         return httpx.get(f"{url}/health", timeout=1, trust_env=False).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def soak(
+    settings: SoakSettings,
+    *,
+    say: Callable[[str], None],
+    serve_profile: str | None = None,
+    out: Path | None = None,
+) -> SoakReport:
+    """Soak the server at `settings.url`, or with `serve_profile` one started for the soak on that
+    catalog profile (its log in a new npu-bench-results folder); the report also goes to `out` as
+    JSON when given."""
+    if serve_profile is not None:
+        log = results_folder(None) / "soak-server.log"
+        say(f"soak: starting npu-engine serve --profile {serve_profile} (its log: {log})")
+        with local_server(serve_profile, log) as (url, pid):
+            report = run_soak(replace(settings, url=url, server_pid=pid))
+    else:
+        report = run_soak(settings)
+    if out:
+        write_text_atomically(out, report.to_json())
+    return report
