@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from npu_engine.answers import extract_code
+from npu_engine.answers import extract_code, has_closed_block
 from npu_engine.backends.openvino_genai import OpenVinoPipeline
 from npu_engine.backends.pipeline_spec import PipelineSpec
 from npu_engine.convert import ConvertRequest
@@ -94,7 +94,15 @@ def test_prime_on_emulated_npu(cache_store: ModelStore, qwen_npu: Manifest, tmp_
         measurements=[],
         emulate_npu=True,
     )
-    result = engine.generate(PRIME_PROMPT, tier="code")
+    # NPUW on two cores decodes at about one token a second: stop once the function is written
+    # (the explanation after it is what the answer's first 150 of ~390 tokens do not need).
+    heard: list[str] = []
+
+    def until_the_code_block(text: str) -> bool:
+        heard.append(text)
+        return has_closed_block("".join(heard))
+
+    result = engine.generate(PRIME_PROMPT, tier="code", on_text=until_the_code_block)
     assert (result.model, result.device) == (qwen_npu.name, "NPU (emulated on CPU)")
     assert_correct_prime_function(result.text, tmp_path)
 
