@@ -1,0 +1,37 @@
+"""pytest plugin (`-p http_plugin`, this folder on PYTHONPATH): records every HTTP exchange of the
+apps the tests build (see http_recorder.py), each under the node id of the test that made it.
+
+`create_app` is patched at configure time, before any test module is collected and imports it."""
+
+import importlib
+import os
+from pathlib import Path
+
+import pytest
+from http_recorder import SINK_ENV, Sink, record_apps
+
+APP_MODULE = "npu_engine.server.app"
+
+
+class TestNames:
+    """Tells the sink which test runs now (its fixtures' requests included)."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> object:
+        self.sink.test = item.nodeid
+        yield
+        self.sink.test = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    folder = os.environ.get(SINK_ENV)
+    if not folder:
+        raise pytest.UsageError(f"http_plugin: ${SINK_ENV} names no folder to record into")
+    tree = os.environ.get("NPU_BEHAVIOUR_TREE")
+    module = importlib.import_module(APP_MODULE)
+    if tree and not Path(module.__file__ or "").resolve().is_relative_to(Path(tree).resolve()):
+        raise pytest.UsageError(f"http_plugin: {APP_MODULE} is {module.__file__}, not under {tree}")
+    config.pluginmanager.register(TestNames(record_apps(module, Path(folder))), "npu-behaviour-test-names")
