@@ -32,8 +32,8 @@ SERVER_TESTS = (
     "tests/test_http_fuzz.py",
 )
 # The capture's own settings, and the user's that would change what the code does.
-CLEARED_PREFIXES = ("NPU_ENGINE_", "NPU_BEHAVIOUR_", "OLLAMA_")
-CLEARED = {"PYTHONPATH", "XDG_CACHE_HOME", "PYTEST_ADDOPTS", "HYPOTHESIS_PROFILE"}
+CLEARED_PREFIXES = ("NPU_ENGINE_", "NPU_BEHAVIOUR_", "OLLAMA_", "HYPOTHESIS_")
+CLEARED = {"PYTHONPATH", "XDG_CACHE_HOME", "PYTEST_ADDOPTS"}
 
 
 class CaptureError(Exception):
@@ -50,6 +50,7 @@ def environment(tree: Path, scratch: Path) -> dict[str, str]:
         NPU_ENGINE_HOME=str(home),
         OLLAMA_MODELS=str(scratch / "ollama-models"),
         XDG_CACHE_HOME=str(scratch / "cache"),
+        HYPOTHESIS_STORAGE_DIRECTORY=str(scratch / "hypothesis"),  # not in the tree
     )
     return env
 

@@ -13,6 +13,20 @@ from http_recorder import SINK_ENV, Sink, record_apps
 APP_MODULE = "npu_engine.server.app"
 
 
+def fuzz_bodies_independent_of_the_code() -> None:
+    """Hypothesis also draws the string and number constants it finds in the source of the local
+    modules loaded (npu_engine's, these scripts'): a refactor that renames a constant would change
+    the bodies the fuzz tests send, and so their answers. Neither side draws them: the bodies then
+    depend only on the tests and on hypothesis's seed."""
+    try:
+        from hypothesis.internal.conjecture import providers
+        from hypothesis.internal.constants_ast import Constants
+    except ImportError:  # a hypothesis without local constants
+        return
+    if hasattr(providers, "_get_local_constants"):
+        providers._get_local_constants = Constants
+
+
 class TestNames:
     """Tells the sink which test runs now (its fixtures' requests included)."""
 
@@ -34,4 +48,5 @@ def pytest_configure(config: pytest.Config) -> None:
     module = importlib.import_module(APP_MODULE)
     if tree and not Path(module.__file__ or "").resolve().is_relative_to(Path(tree).resolve()):
         raise pytest.UsageError(f"http_plugin: {APP_MODULE} is {module.__file__}, not under {tree}")
+    fuzz_bodies_independent_of_the_code()
     config.pluginmanager.register(TestNames(record_apps(module, Path(folder))), "npu-behaviour-test-names")
