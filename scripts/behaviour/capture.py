@@ -8,15 +8,21 @@
 
 Usage: capture.py TREE OUT [--lock FILE]. Every command runs with PYTHONPATH=TREE:<this folder>,
 so `npu_engine` (checked) and its data packages (see sitecustomize.py) come from TREE, in an
-empty NPU_ENGINE_HOME. The server tests load models: they run under `flock FILE`."""
+empty NPU_ENGINE_HOME. The server tests load models: they run under `flock FILE`, with hypothesis
+seeded (`--hypothesis-seed=0`: the schemathesis fuzz in test_server.py otherwise draws anew each
+run; test_http_fuzz.py derandomizes itself) and without the constants hypothesis and schemathesis
+harvest from the code under test (see http_plugin.py)."""
 
 import argparse
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from normalise import http_lines, read_raw, routing_report
@@ -34,6 +40,7 @@ SERVER_TESTS = (
 # The capture's own settings, and the user's that would change what the code does.
 CLEARED_PREFIXES = ("NPU_ENGINE_", "NPU_BEHAVIOUR_", "OLLAMA_", "HYPOTHESIS_")
 CLEARED = {"PYTHONPATH", "XDG_CACHE_HOME", "PYTEST_ADDOPTS"}
+PYTEST_SECONDS = re.compile(r" in ([\d.]+)s")  # pytest's summary: "97 passed in 186.08s (0:03:06)"
 
 
 class CaptureError(Exception):
@@ -90,10 +97,17 @@ def capture_plans(tree: Path, env: dict[str, str], out: Path) -> int:
     return len(inventories) * len(PROFILES)
 
 
-def capture_http(tree: Path, env: dict[str, str], out: Path, lock: Path) -> tuple[int, int]:
-    """Run the server tests with the recorder; write http.jsonl. Returns (pytest's exit code, the
-    number of exchanges)."""
+@dataclass(frozen=True)
+class HttpCapture:
+    pytest_status: int  # 1: some tests failed (their exchanges are recorded all the same)
+    pytest_seconds: float  # as pytest reports it: without the wait for the lock
+    exchanges: int
+
+
+def capture_http(tree: Path, env: dict[str, str], out: Path, lock: Path) -> HttpCapture:
+    """Run the server tests with the recorder (http_plugin.py); write http.jsonl."""
     raw = out / "logs" / "http-raw"  # kept: their timestamps explain bursts
+    shutil.rmtree(raw, ignore_errors=True)
     pytest = [sys.executable, "-m", "pytest", *SERVER_TESTS, "-m", "slow or not slow"]
     # The schemathesis fuzz in test_server.py draws anew each run unless hypothesis is seeded.
     pytest += ["-p", "no:cacheprovider", "-p", "http_plugin", "--hypothesis-seed=0", "-q", "-rfE"]
@@ -107,11 +121,12 @@ def capture_http(tree: Path, env: dict[str, str], out: Path, lock: Path) -> tupl
             stderr=subprocess.STDOUT,
             check=False,
         )
-    if done.returncode not in (0, 1):  # 1: some tests failed, and their exchanges are still recorded
+    if done.returncode not in (0, 1):
         raise CaptureError(f"pytest could not run the server tests ({done.returncode}); see {log}")
     lines = http_lines(read_raw(raw), tree)
     (out / "http.jsonl").write_text("".join(line + "\n" for line in lines))
-    return done.returncode, len(lines)
+    reported = PYTEST_SECONDS.findall(log.read_text())
+    return HttpCapture(done.returncode, float(reported[-1]) if reported else 0.0, len(lines))
 
 
 def capture(tree: Path, out: Path, lock: Path) -> None:
@@ -132,10 +147,10 @@ def capture(tree: Path, out: Path, lock: Path) -> None:
         plans = capture_plans(tree, env, out)
         timed(f"routing and {plans} plans", started)
         started = time.monotonic()
-        status, exchanges = capture_http(tree, env, out, lock)
-        timed(f"server tests, {exchanges} HTTP exchanges", started)
+        http = capture_http(tree, env, out, lock)
+        timed(f"{http.exchanges} HTTP exchanges (pytest {http.pytest_seconds:.0f} s of it)", started)
     (out / "logs" / "times.txt").write_text("\n".join(times) + "\n")
-    if status != 0:
+    if http.pytest_status != 0:
         print(f"  warning: some server tests failed in {tree}; see {out}/logs/pytest.log", file=sys.stderr)
 
 

@@ -5,6 +5,7 @@ apps the tests build (see http_recorder.py), each under the node id of the test 
 
 import importlib
 import os
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -14,30 +15,45 @@ APP_MODULE = "npu_engine.server.app"
 
 
 def fuzz_bodies_independent_of_the_code() -> None:
-    """Hypothesis also draws the string and number constants it finds in the source of the local
-    modules loaded (npu_engine's, these scripts'): a refactor that renames a constant would change
-    the bodies the fuzz tests send, and so their answers. Neither side draws them: the bodies then
-    depend only on the tests and on hypothesis's seed."""
+    """Hypothesis draws string and number constants found in the source of the local modules
+    loaded (npu_engine's, these scripts'), and schemathesis those of the app it is given: a
+    refactor that adds or renames a constant would change the bodies the fuzz tests send, and so
+    their answers. Neither side draws them: the bodies then depend only on the tests, the OpenAPI
+    document and the seed."""
     try:
         from hypothesis.internal.conjecture import providers
         from hypothesis.internal.constants_ast import Constants
     except ImportError:  # a hypothesis without local constants
-        return
-    if hasattr(providers, "_get_local_constants"):
+        pass
+    else:
         providers._get_local_constants = Constants
+    try:
+        from schemathesis.config import SchemathesisConfig
+    except ImportError:
+        return
+    discover = SchemathesisConfig.discover
+
+    def without_constants(cls: type[SchemathesisConfig]) -> SchemathesisConfig:
+        config = discover()
+        config.projects.default.analysis.constants.enabled = False
+        return config
+
+    SchemathesisConfig.discover = classmethod(without_constants)  # type: ignore[method-assign,assignment]
 
 
-class TestNames:
+class CurrentTest:
     """Tells the sink which test runs now (its fixtures' requests included)."""
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
 
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_protocol(self, item: pytest.Item) -> object:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
         self.sink.test = item.nodeid
-        yield
-        self.sink.test = None
+        try:
+            return (yield)
+        finally:
+            self.sink.test = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,4 +65,5 @@ def pytest_configure(config: pytest.Config) -> None:
     if tree and not Path(module.__file__ or "").resolve().is_relative_to(Path(tree).resolve()):
         raise pytest.UsageError(f"http_plugin: {APP_MODULE} is {module.__file__}, not under {tree}")
     fuzz_bodies_independent_of_the_code()
-    config.pluginmanager.register(TestNames(record_apps(module, Path(folder))), "npu-behaviour-test-names")
+    sink = record_apps(module, Path(folder))
+    config.pluginmanager.register(CurrentTest(sink), "npu-behaviour-current-test")
