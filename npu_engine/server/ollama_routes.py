@@ -200,10 +200,11 @@ async def _respond(
     started = time.monotonic()
     if not messages:  # Ollama: an empty request loads the model, or unloads it with keep_alive 0
         return _load_or_unload(service, served, keep, chat)
-    prepared = service.prepare(_request(body.options, messages, served.tier))
+    asked = _request(body.options, messages, served.tier)
     if not body.stream:
+        # keep_alive takes effect whether the answer comes or the request is refused.
         try:
-            result = await service.answer(prepared, request.is_disconnected)
+            result = await service.answer(service.prepare(asked), request.is_disconnected)
         finally:
             _apply_keep_alive(service, served, keep)
         payload = {"model": body.model, "created_at": _now(), "done": True, **_timings(result, started)}
@@ -212,6 +213,7 @@ async def _respond(
         else:
             payload["response"] = result.text
         return JSONResponse(payload, headers=engine_headers(result.tier, result.model, result.device))
+    prepared = service.prepare(asked)
     pieces = await service.stream(prepared)
     lines = _ndjson(service, served, keep, pieces, body.model, chat, started)
     return StreamingResponse(
