@@ -2,14 +2,16 @@
 # Show that a refactor changed no behaviour (issue 11): the router's confusion matrices,
 # `npu-engine plan` on the four inventories, and the HTTP exchanges of the server tests (timings
 # and other run-to-run noise normalised, see scripts/behaviour/normalise.py) are captured for
-# BASE_REF and for HEAD_REF (default: this working tree), each in a temporary git worktree, and
-# diffed. Prints the diff, then a one-line verdict; exits 0 only when identical.
+# BASE_REF and HEAD_REF, each checked out in a temporary git worktree (without HEAD_REF: this
+# working tree as it is, uncommitted changes included), and diffed. Prints the diff, then a
+# one-line verdict; exits 0 only when identical (1: different, 2: could not capture).
 #
 # Usage: scripts/same_behaviour.sh BASE_REF [HEAD_REF]
 #   BASE_REF may also be a capture folder made before (e.g. /work/golden-base): it is reused as is.
+#   Either may also be a source tree (another worktree, with its build/): captured as it is.
 # Environment: SAME_BEHAVIOUR_OUT=DIR keeps the captures in DIR (default: a new /tmp folder, printed);
 #   NPU_HEAVY_LOCK=FILE is the lock the model-loading tests run under (default /tmp/npu-heavy.lock).
-# About 4 minutes a side on 2 cores, plus any wait for the lock.
+# About 3.5 minutes a side on 2 cores (the server tests take 3), plus any wait for the lock.
 set -euo pipefail
 
 clone=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,15 +34,26 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# capture NAME [REF]: capture REF (checked out in a temporary worktree), or this working tree.
+# capture NAME [REF]: capture REF (a commit, checked out in a temporary worktree; or a source tree,
+# as it is), or else this working tree.
 capture() {
     local name=$1 ref=${2:-} tree=$clone started=$SECONDS
-    if [[ -n $ref ]]; then
+    if [[ -n $ref && -d $ref/npu_engine ]]; then  # a source tree, e.g. another worktree: as it is
+        tree=$(cd "$ref" && pwd)
+        if [[ ! -e $tree/build ]]; then
+            echo "error: $tree has no build/ (link it to $(readlink -f "$clone/build"))" >&2
+            exit 2
+        fi
+    elif [[ -n $ref ]]; then
         if ! git -C "$clone" rev-parse --quiet --verify "$ref^{commit}" >/dev/null; then
             echo "error: $ref is not a commit here" >&2
             exit 2
         fi
         tree="$out/$name-tree"
+        if [[ -e $tree ]]; then  # left by an interrupted run
+            git -C "$clone" worktree remove --force "$tree" 2>/dev/null || rm -rf "$tree"
+            git -C "$clone" worktree prune
+        fi
         git -C "$clone" worktree add --quiet --detach "$tree" "$ref"
         trees+=("$tree")
         ln -s "$(readlink -f "$clone/build")" "$tree/build"

@@ -29,6 +29,20 @@ def readable(jsonl: Path, out: Path) -> Path:
     return out
 
 
+def tests_that_differ(base: Path, head: Path) -> list[str]:
+    """The tests whose exchanges differ between two http.jsonl files (diff's hunk headers cut the
+    test's name at 40 characters)."""
+    sides: list[dict[str, list[str]]] = []
+    for jsonl in (base, head):
+        by_test: dict[str, list[str]] = {}
+        with jsonl.open(encoding="ascii") as lines:
+            for line in lines:
+                by_test.setdefault(json.loads(line)["test"], []).append(line)
+        sides.append(by_test)
+    names = list(dict.fromkeys([*sides[0], *sides[1]]))
+    return [name for name in names if sides[0].get(name) != sides[1].get(name)]
+
+
 def diff(base: Path, head: Path, label: str) -> str:
     command = ["diff", "-u", "-F", "^# ", "--label", f"base/{label}", "--label", f"head/{label}"]
     return subprocess.run([*command, str(base), str(head)], capture_output=True, text=True).stdout
@@ -44,9 +58,12 @@ def compare(base: Path, head: Path) -> int:
                 continue
             differing.append(name)
             if name == "http.jsonl":
+                tests = tests_that_differ(a, b)
                 a = readable(a, Path(temporary) / "base.txt")
                 b = readable(b, Path(temporary) / "head.txt")
             sys.stdout.write(diff(a, b, name))
+            if name == "http.jsonl":
+                print(f"HTTP exchanges differ in {len(tests)} tests:", *tests, sep="\n  ")
     if differing:
         for name in differing:
             if not (base / name).is_file() or not (head / name).is_file():

@@ -7,7 +7,8 @@ code reproduce byte for byte. Only what varies between runs of the same code is 
   (tokens/s and the like; the app's other figures are integers or strings).
 - Random ids: `chatcmpl-…`/`cmpl-…` ids, request ids in 500 messages; the response headers date,
   server, x-request-id, and content-length (it follows the masked values' digits).
-- Per-run paths: pytest's temporary folders and the tree under test.
+- Per-run paths: pytest's temporary folders and the tree under test (no body carries one today:
+  the app keeps paths out of its answers; this only keeps such a regression readable).
 - Not generated text: greedy answers (the default) are the same every run, and so are sampled ones
   (temperature > 0), seeded or not: OpenVINO GenAI's GenerationConfig.rng_seed defaults to 0 and
   each request starts from its seed. Every answer is compared word for word.
