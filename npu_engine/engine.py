@@ -44,7 +44,15 @@ from npu_engine.router import Route, Router, load_rules
 from npu_engine.scheduler import Measurement, Plan, default_budget
 from npu_engine.settings import engine_home, router_rules_path
 from npu_engine.store import ModelStore
-from npu_engine.targets import DeviceTarget, Job, PipelineLoader, RemoteTarget, Target, Unavailable
+from npu_engine.targets import (
+    DeviceTarget,
+    Job,
+    PipelineLoader,
+    RemoteTarget,
+    Target,
+    Unavailable,
+    result_of,
+)
 from npu_engine.wiring import measured_speeds, remotes_from_settings, with_emulated_npu
 
 log = logging.getLogger("npu_engine")
@@ -277,9 +285,7 @@ class Engine:
         # Weights only: no tier plans a context for this model.
         with self._loader.use((manifest.name, target.name, "plain"), spec, manifest.size) as (pipeline, load):
             raw = pipeline.generate(request.messages, request.options, on_text)
-        label = target.name + (" (emulated on CPU)" if target.emulated else "")
-        metrics = replace(raw.metrics, load_seconds=load)
-        return GenerationResult(raw.text, raw.finish_reason, "-", manifest.name, label, "plain", metrics)
+        return result_of(raw, "-", manifest.name, target.label, "plain", load)
 
     def load_seconds(self, model: str, device: str, cache_dir: Path) -> float:
         """Seconds to open one converted model (a store name) on one device (by name) with its

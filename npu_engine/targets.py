@@ -48,8 +48,12 @@ class Unavailable(Exception):
     """A target that cannot serve this request, such as a model not converted for the device."""
 
 
-def result_of(raw: RawGeneration, tier: str, model: str, device: str, decoding: str) -> GenerationResult:
-    return GenerationResult(raw.text, raw.finish_reason, tier, model, device, decoding, raw.metrics)
+def result_of(
+    raw: RawGeneration, tier: str, model: str, device: str, decoding: str, load_seconds: float = 0.0
+) -> GenerationResult:
+    """The backend's answer with who gave it; `load_seconds` is what loading the model took."""
+    metrics = replace(raw.metrics, load_seconds=load_seconds)
+    return GenerationResult(raw.text, raw.finish_reason, tier, model, device, decoding, metrics)
 
 
 class RemoteBackend(Protocol):
@@ -137,6 +141,11 @@ class DeviceTarget:
         self.loader = loader
         self.emulated = emulated
 
+    @property
+    def label(self) -> str:
+        """The device as results name it: an emulated NPU says so."""
+        return self.name + (" (emulated on CPU)" if self.emulated else "")
+
     def answer(self, job: Job, on_text: TextSink) -> GenerationResult:
         device, tier, request = self.device, job.tier, job.request
         manifest = self.planner.conversion(job.manifests, tier.model, device.kind)
@@ -169,6 +178,4 @@ class DeviceTarget:
                     f"static shape ({NPU_MAX_PROMPT} prompt, {NPU_MAX_PROMPT + NPU_MIN_RESPONSE} in all)"
                 )
             raw = pipeline.generate(request.messages, options, on_text)
-        label = device.name + (" (emulated on CPU)" if self.emulated else "")
-        result = result_of(raw, tier.tier, manifest.name, label, mode)
-        return replace(result, metrics=replace(result.metrics, load_seconds=load_seconds))
+        return result_of(raw, tier.tier, manifest.name, self.label, mode, load_seconds)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from npu_engine.bridge import Run
+from npu_engine.catalog import TierSpec
 from npu_engine.engine import Engine, Prepared
 from npu_engine.errors import (
     ContextLengthError,
@@ -75,12 +76,13 @@ class ModelService:
     def served(self) -> list[Served]:
         """Every name a client may use: the tiers, `auto`, and converted models a tier runs."""
         manifests = self.engine.converted()
+        tiers = self.engine.tiers()
         names = [Served(AUTO, AUTO, None)]
-        for tier, spec in self.engine.tiers().items():
+        for tier, spec in tiers.items():
             converted = [m for m in manifests if m.model == spec.model]
             names.append(Served(tier, tier, converted[0] if converted else None))
         for manifest in manifests:
-            serving = self._tier_for(manifest.model)
+            serving = _tier_for(tiers, manifest.model)
             if serving is not None:
                 names.append(Served(manifest.name, serving, manifest))
         return names
@@ -100,17 +102,6 @@ class ModelService:
         if name == AUTO or name in self.engine.tiers():
             return Served(name, name, None)
         return self.resolve(model)
-
-    def _tier_for(self, model: str) -> str | None:
-        tiers = self.engine.tiers()
-        return next(
-            (
-                tier
-                for tier in ("code", "fast", "large", "review")
-                if tier in tiers and tiers[tier].model == model
-            ),
-            None,
-        )
 
     def prepare(self, request: GenerateRequest) -> Prepared:
         """The request checked against this server's limits, routed and planned (see Engine.prepare)."""
@@ -185,6 +176,18 @@ class ModelService:
                 item = following
         finally:
             run.stop.set()
+
+
+def _tier_for(tiers: dict[str, TierSpec], model: str) -> str | None:
+    """The tier a converted model of `model` is served under: the first of code, fast, large, review."""
+    return next(
+        (
+            tier
+            for tier in ("code", "fast", "large", "review")
+            if tier in tiers and tiers[tier].model == model
+        ),
+        None,
+    )
 
 
 def mid_stream_message(error: BaseException) -> str:
