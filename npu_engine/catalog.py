@@ -5,6 +5,7 @@ from typing import Any
 
 from npu_engine.data import read_json
 from npu_engine.errors import UserInputError
+from npu_engine.families import ModelFamily, load_families
 
 TIERS = ("fast", "code", "large", "review")
 
@@ -39,6 +40,7 @@ class CatalogModel:
     context_length: int
     kv_bytes_per_token: int
     packaged: PackagedFile | None
+    family: ModelFamily
 
     @property
     def preferred_source(self) -> str:
@@ -92,8 +94,13 @@ class Catalog:
         return self.profiles[name]
 
 
-def _model(name: str, raw: dict[str, Any]) -> CatalogModel:
+def _model(name: str, raw: dict[str, Any], families: dict[str, ModelFamily]) -> CatalogModel:
     packaged = raw.get("packaged")
+    if raw["family"] not in families:
+        raise AssertionError(f"catalog.json: model {name} names unknown family {raw['family']}")
+    family = families[raw["family"]]
+    if raw.get("infill", True) is False:  # the family's FIM tokens exist, but this model cannot infill
+        family = family.without_infill()
     return CatalogModel(
         name=name,
         description=raw["description"],
@@ -111,13 +118,16 @@ def _model(name: str, raw: dict[str, Any]) -> CatalogModel:
             sha256=packaged["sha256"],
             parts=tuple(PackagedPart(*part) for part in packaged["parts"]),
         ),
+        family=family,
     )
 
 
 def load_catalog() -> Catalog:
-    """Read `models/catalog.json`, checking that every tier names a known model."""
+    """Read `models/catalog.json` (and the families its models name, `models/families.json`),
+    checking that every tier names a known model and every model a known family."""
     raw = read_json("models", "catalog.json")
-    models = {name: _model(name, body) for name, body in raw["models"].items()}
+    families = load_families()
+    models = {name: _model(name, body, families) for name, body in raw["models"].items()}
     profiles = {}
     for name, body in raw["profiles"].items():
         tiers = {

@@ -4,10 +4,13 @@ passes before any backend sees it."""
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from npu_engine.errors import UserInputError
 
-Message = dict[str, str]
+# A chat message as chat templates take it: `role` and `content` strings, and for tool calling an
+# assistant's `tool_calls` or a tool result's `tool_call_id` / `name`.
+Message = dict[str, Any]
 # Called with each new piece of text; returning True asks the backend to stop generating.
 TextSink = Callable[[str], bool | None]
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from npu_engine.generation import GenerationMetrics, Message, SamplingOptions, as_messages, validate_messages
+from npu_engine.response_format import ResponseFormat
 from npu_engine.router import Route
+from npu_engine.tools import Tool, ToolCall, ToolChoice
 
 Decoding = Literal["auto", "plain", "speculative", "prompt_lookup"]
 AUTO = "auto"
@@ -19,13 +21,17 @@ class GenerateRequest:
     (`auto`: the router chooses), the sampling options and the decoding mode (`auto`: the one
     measured fastest for the tier and device).
 
-    New request fields (tools, a response format, a fill-in-the-middle suffix) belong here, so that
-    every edge sets them once and every target reads them from the same place."""
+    `tools` the model may call and how (`tool_choice`), and the shape the answer must take
+    (`response_format`). New request fields belong here, so that every edge sets them once and
+    every target reads them from the same place."""
 
     messages: tuple[Message, ...]
     tier: str = "code"
     options: SamplingOptions = field(default_factory=SamplingOptions)
     decoding: Decoding = "auto"
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = "auto"
+    response_format: ResponseFormat | None = None
 
     @classmethod
     def of(
@@ -64,7 +70,8 @@ class FallbackStep:
 @dataclass(frozen=True)
 class GenerationResult:
     """The answer: its text, who answered (tier, converted model, device, decoding) and how fast,
-    the chain's steps that did not answer, and the router's choice when the tier was `auto`."""
+    the chain's steps that did not answer, the router's choice when the tier was `auto`, and the
+    tool calls it makes (then `finish_reason` is "tool_calls" and `text` what came before them)."""
 
     text: str
     finish_reason: str
@@ -75,6 +82,7 @@ class GenerationResult:
     metrics: GenerationMetrics
     fallback: tuple[FallbackStep, ...] = ()
     route: Route | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
