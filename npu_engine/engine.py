@@ -218,7 +218,11 @@ class Engine:
         if request.tier == AUTO:
             route = self._router.route(request.messages)
             # The router's prompt lookup is a preference: where it cannot run (the NPU), decode plainly.
-            lenient = request.decoding == "auto" and route.strategy == "prompt_lookup"
+            lenient = (
+                request.decoding == "auto"
+                and route.strategy == "prompt_lookup"
+                and request.constraint() is None  # structured output decodes plainly
+            )
             request = replace(
                 request, tier=route.tier, decoding="prompt_lookup" if lenient else request.decoding
             )

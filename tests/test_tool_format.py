@@ -1,0 +1,162 @@
+"""Tool calls' text format (parsing, the held-back stream, the prompt for families with no tool
+format) and the checks a request's tools and schemas pass before any device."""
+
+import pytest
+
+from npu_engine.errors import UserInputError
+from npu_engine.json_schema import check_schema
+from npu_engine.request import GenerateRequest
+from npu_engine.response_format import ResponseFormat
+from npu_engine.tool_format import HeldText, chat_messages, constraint, parse
+from npu_engine.tools import Tool
+
+WEATHER = Tool(
+    "get_weather",
+    "The weather in a city",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+TIME = Tool("get_time", "The time now", {"type": "object", "properties": {}})
+
+
+def test_parse_takes_content_before_the_first_call_and_every_call() -> None:
+    text = (
+        'Let me look.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>'
+    )
+    content, calls = parse(text, [WEATHER, TIME])
+    assert content == "Let me look."
+    assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Paris"}), ("get_time", {})]
+    assert all(c.id.startswith("call_") for c in calls) and calls[0].id != calls[1].id
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No call here.",
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa',  # cut by max_tokens
+        '<tool_call>\n{"name": "delete_all", "arguments": {}}\n</tool_call>',  # not declared
+        '<tool_call>\n{"name": "get_weather", "arguments": {"town": "Paris"}}\n</tool_call>',  # breaks schema
+    ],
+)
+def test_parse_leaves_text_that_is_no_valid_call(text: str) -> None:
+    assert parse(text, [WEATHER]) == (text, ())
+
+
+def test_held_text_streams_only_the_content() -> None:
+    heard: list[str] = []
+    sink = HeldText(heard.append)
+    for piece in ["Sure", ". <", "tool", "_call>\n{", '"name": "get_time"', "}\n</tool_call>"]:
+        sink(piece)
+    sink.release(parse('Sure. <tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>', [TIME])[1])
+    assert "".join(heard) == "Sure. "
+    plain: list[str] = []
+    other = HeldText(plain.append)
+    for piece in ["a <", "b> and <tool"]:
+        other(piece)
+    other.release(())
+    assert "".join(plain) == "a <b> and <tool"
+
+
+def test_prompt_format_declares_tools_and_renders_earlier_calls_as_text() -> None:
+    history = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "call_1", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+            ],
+        },
+        {"role": "tool", "content": '{"sky": "clear"}', "tool_call_id": "call_1"},
+    ]
+    messages, declared = chat_messages(history, [WEATHER], "prompt")
+    assert declared == []
+    assert messages[0]["role"] == "system" and messages[0]["content"].startswith("Be brief.\n\n# Tools")
+    assert '"name": "get_weather"' in messages[0]["content"]
+    assert messages[2]["content"] == (
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    )
+    assert messages[3] == {"role": "user", "content": '<tool_response>\n{"sky": "clear"}\n</tool_response>'}
+    templated, tools = chat_messages(history, [WEATHER], "template")
+    assert tools[0]["function"]["name"] == "get_weather" and templated[3]["role"] == "tool"
+
+
+def test_tool_choice_sets_what_structured_output_enforces() -> None:
+    assert constraint([WEATHER], "none", True) is None and constraint([], "auto", True) is None
+    auto = constraint([WEATHER, TIME], "auto", True)
+    assert auto is not None and not auto.required and not auto.single and len(auto.tools) == 2
+    named = constraint([WEATHER, TIME], "get_time", False)
+    assert named is not None and named.required and named.single and named.tools == (TIME,)
+
+
+@pytest.mark.parametrize(
+    ("request_", "named"),
+    [
+        (GenerateRequest.of("hi"), None),
+        (
+            GenerateRequest(
+                ({"role": "user", "content": "hi"},), tools=(Tool("bad name!", "", {"type": "object"}),)
+            ),
+            "tools[0].function.name",
+        ),
+        (GenerateRequest(({"role": "user", "content": "hi"},), tools=(WEATHER, WEATHER)), "declared twice"),
+        (
+            GenerateRequest(({"role": "user", "content": "hi"},), tools=(WEATHER,), tool_choice="nope"),
+            "tool_choice",
+        ),
+        (
+            GenerateRequest(({"role": "user", "content": "hi"},), tool_choice="required"),
+            "tool_choice 'required'",
+        ),
+        (
+            GenerateRequest(
+                ({"role": "user", "content": "hi"},),
+                tools=(Tool("f", "", {"type": "object", "properties": {"a": {"type": "strnig"}}}),),
+            ),
+            "tools[0].function.parameters.properties.a.type is not a valid JSON schema",
+        ),
+        (
+            GenerateRequest(
+                ({"role": "user", "content": "hi"},),
+                response_format=ResponseFormat("json_schema", {"type": "object", "if": {}, "then": {}}),
+            ),
+            "response_format.json_schema.schema uses 'if'",
+        ),
+        (
+            GenerateRequest(
+                ({"role": "user", "content": "hi"},),
+                tools=(WEATHER,),
+                response_format=ResponseFormat("json_object"),
+            ),
+            "response_format cannot be combined with tools",
+        ),
+    ],
+)
+def test_validate_names_the_field(request_: GenerateRequest, named: str | None) -> None:
+    if named is None:
+        request_.validate()
+        return
+    with pytest.raises(
+        UserInputError, match=named.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")
+    ):
+        request_.validate()
+
+
+@pytest.mark.parametrize(
+    "keyword",
+    [
+        {"multipleOf": 3},
+        {"not": {"type": "string"}},
+        {"allOf": [{"type": "integer"}, {"minimum": 1}]},
+        {"if": {"minimum": 1}, "then": {"maximum": 3}},
+        {"uniqueItems": True},
+        {"contains": {"const": 1}},
+        {"$ref": "https://example.com/schema.json"},
+    ],
+)
+def test_a_keyword_constrained_decoding_cannot_enforce_is_refused(keyword: dict[str, object]) -> None:
+    name = next(iter(keyword))
+    with pytest.raises(UserInputError, match="format.properties.x"):
+        check_schema({"type": "object", "properties": {"x": keyword}}, "format")
+    assert name
