@@ -34,6 +34,8 @@ ENFORCED = frozenset(
         "maximum",
         "exclusiveMinimum",
         "exclusiveMaximum",
+        "patternProperties",
+        "propertyNames",
     }
 )
 # Keywords that describe and never constrain.
@@ -53,9 +55,9 @@ ANNOTATIONS = frozenset(
     }
 )
 # Keywords whose value is a schema, a list of schemas or a map of names to schemas.
-_ONE = ("items", "additionalProperties")
+_ONE = ("items", "additionalProperties", "propertyNames")
 _LIST = ("anyOf", "oneOf", "prefixItems")
-_MAP = ("properties", "$defs", "definitions")
+_MAP = ("properties", "patternProperties", "$defs", "definitions")
 MAX_DEPTH = 32
 
 

@@ -146,10 +146,17 @@ def _as_text(message: Message) -> Message:
 def parse(text: str, tools: Sequence[Tool]) -> tuple[str, tuple[ToolCall, ...]]:
     """The answer's content (the text before its first call) and its calls. A call that does not
     parse, names no declared tool or whose arguments break the tool's schema (possible only when
-    generation stopped inside it) leaves the whole text as content."""
+    generation stopped inside it) leaves the whole text as content.
+
+    Small models asked in `auto` mode often answer with the call's JSON alone, bare or in a
+    ```json block, instead of `<tool_call>` (Qwen2.5-Coder-0.5B does): an answer that is nothing
+    but such calls, each of a declared tool with arguments valid for its schema, is taken too."""
     start = text.find(OPEN)
-    if start < 0 or not tools:
+    if not tools:
         return text, ()
+    if start < 0:
+        bare = _bare_calls(text, tools)
+        return ("", bare) if bare else (text, ())
     by_name = {t.name: t for t in tools}
     decoder = json.JSONDecoder()
     calls: list[ToolCall] = []
@@ -169,6 +176,29 @@ def parse(text: str, tools: Sequence[Tool]) -> tuple[str, tuple[ToolCall, ...]]:
     return text[:start].rstrip(), tuple(calls)
 
 
+_FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+# How an answer that is a bare call begins; HeldText holds such a start back until the end.
+BARE_STARTS = ("{", "[", "```json", "```\n{", "```\n[")
+
+
+def _bare_calls(text: str, tools: Sequence[Tool]) -> tuple[ToolCall, ...]:
+    body = text.strip()
+    fenced = _FENCED.match(body)
+    try:
+        value = json.loads(fenced.group(1) if fenced else body)
+    except ValueError:
+        return ()
+    by_name = {t.name: t for t in tools}
+    calls = []
+    for item in value if isinstance(value, list) else [value]:
+        tool = by_name.get(str(item.get("name"))) if isinstance(item, dict) else None
+        arguments = item.get("arguments") if isinstance(item, dict) else None
+        if tool is None or not isinstance(arguments, dict) or not validates(arguments, tool.parameters):
+            return ()
+        calls.append(ToolCall(f"call_{secrets.token_hex(12)}", tool.name, arguments))
+    return tuple(calls)
+
+
 def _skip_space(text: str, at: int) -> int:
     while at < len(text) and text[at].isspace():
         at += 1
@@ -177,19 +207,30 @@ def _skip_space(text: str, at: int) -> int:
 
 class HeldText:
     """A TextSink in front of another that holds back the text from the first `<tool_call>` on
-    (and a tail that may be the start of one), so that a stream carries only the content and the
-    calls arrive parsed with the result. `release()` passes on what was held when no call came."""
+    (and a tail that may be the start of one, and an answer that starts as a bare call's JSON), so
+    that a stream carries only the content and the calls arrive parsed with the result.
+    `release()` passes on what was held when no call came."""
 
     def __init__(self, sink: TextSink) -> None:
         self._sink = sink
         self._held = ""
         self._calling = False
+        self._started = False  # some content went out: no bare call can follow
 
     def __call__(self, text: str) -> bool | None:
         if self._calling:
             self._held += text
             return None
         text = self._held + text
+        if not self._started:
+            begun = text.lstrip()
+            if begun.startswith(BARE_STARTS):
+                self._calling, self._held = True, text
+                return None
+            if not begun or any(start.startswith(begun) for start in BARE_STARTS):
+                self._held = text
+                return None
+            self._started = True
         found = text.find(OPEN)
         if found >= 0:
             self._calling, self._held = True, text[found:]

@@ -32,7 +32,27 @@ def test_parse_takes_content_before_the_first_call_and_every_call() -> None:
 @pytest.mark.parametrize(
     "text",
     [
+        '```json\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n```',
+        '{"name": "get_weather", "arguments": {"city": "Paris"}}',
+    ],
+)
+def test_parse_takes_an_answer_that_is_a_bare_call(text: str) -> None:
+    content, calls = parse(text, [WEATHER])
+    assert content == "" and [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Paris"})]
+    heard: list[str] = []
+    sink = HeldText(heard.append)
+    for at in range(0, len(text), 5):
+        sink(text[at : at + 5])
+    sink.release(calls)
+    assert heard == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
         "No call here.",
+        '```json\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n``` and more',
+        '{"name": "get_weather", "arguments": {"town": "Paris"}}',
         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa',  # cut by max_tokens
         '<tool_call>\n{"name": "delete_all", "arguments": {}}\n</tool_call>',  # not declared
         '<tool_call>\n{"name": "get_weather", "arguments": {"town": "Paris"}}\n</tool_call>',  # breaks schema
@@ -55,6 +75,11 @@ def test_held_text_streams_only_the_content() -> None:
         other(piece)
     other.release(())
     assert "".join(plain) == "a <b> and <tool"
+    code: list[str] = []
+    block = HeldText(code.append)
+    for piece in ["``", "`py", "thon\nx = 1\n```"]:
+        block(piece)
+    assert "".join(code) == "```python\nx = 1\n```"  # streamed before the end: no call starts so
 
 
 def test_prompt_format_declares_tools_and_renders_earlier_calls_as_text() -> None:
