@@ -185,3 +185,27 @@ def test_a_keyword_constrained_decoding_cannot_enforce_is_refused(keyword: dict[
     with pytest.raises(UserInputError, match="format.properties.x"):
         check_schema({"type": "object", "properties": {"x": keyword}}, "format")
     assert name
+
+
+@pytest.mark.parametrize(
+    ("schema", "named"),
+    [
+        ({"type": "string", "pattern": "^(?=a)a+$"}, "format.properties.x.pattern uses '(?='"),
+        ({"type": "string", "pattern": "(ab"}, "format.properties.x.pattern is not a regular expression"),
+        ({"$ref": "#/$defs/missing"}, "format has a $ref that does not resolve"),
+        ({"type": "integer", "minimum": 5, "maximum": 1}, "format.properties.x.minimum is above"),
+        ({"enum": []}, "format.properties.x.enum is empty"),
+        ({"$id": "http://127.0.0.1:9/elsewhere"}, "format.properties.x uses '$id'"),
+    ],
+)
+def test_a_schema_the_grammar_would_fail_on_is_refused_first(schema: dict[str, object], named: str) -> None:
+    """xgrammar compiles a schema only once generation starts, and with continuous batching its
+    failure fails every request decoding beside it: these never reach it."""
+    with pytest.raises(UserInputError) as refused:
+        check_schema({"type": "object", "properties": {"x": schema}}, "format")
+    assert str(refused.value).startswith(named)
+
+
+def test_a_remote_meta_schema_is_never_fetched() -> None:
+    # Port 9 (discard) on loopback: a fetch would fail; the root's $schema is read as 2020-12.
+    check_schema({"$schema": "http://127.0.0.1:9/meta", "type": "object"}, "format")

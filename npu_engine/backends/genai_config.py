@@ -74,6 +74,15 @@ def structured_output(genai: Any, constraint: Constraint) -> Any:
     return soc(structural_tags_config=triggered)
 
 
+def grammar_refused(error: Exception, constraint: Constraint | None) -> UserInputError | None:
+    """The request's own error when OpenVINO GenAI's grammar backend (xgrammar, which compiles the
+    schema only once generation starts) refused its schema; else None. json_schema.check_schema
+    refuses what it is known to refuse before any device; this catches the rest."""
+    if constraint is None or "xgrammar" not in str(error):
+        return None
+    return UserInputError(f"the schema cannot be enforced by constrained decoding: {presentable(error)}")
+
+
 def generation_config(
     genai: Any, options: SamplingOptions, mode: DecodingMode, constraint: Constraint | None = None
 ) -> Any:

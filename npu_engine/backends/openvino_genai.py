@@ -4,7 +4,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from npu_engine.backends.genai_config import ChatPrompting, Constraint, chat_history, generation_config
+from npu_engine.backends.genai_config import (
+    ChatPrompting,
+    Constraint,
+    chat_history,
+    generation_config,
+    grammar_refused,
+)
 from npu_engine.backends.pipeline_spec import PipelineSpec
 from npu_engine.generation import (
     GenerationMetrics,
@@ -64,7 +70,13 @@ class OpenVinoPipeline(ChatPrompting):
             return self._genai.StreamingStatus.RUNNING
 
         history = chat_history(self._genai, messages, tools)
-        result = self._pipeline.generate(history, config, stream)
+        try:
+            result = self._pipeline.generate(history, config, stream)
+        except RuntimeError as error:
+            refused = grammar_refused(error, constraint)
+            if refused is None:
+                raise
+            raise refused from error
         metrics = result.perf_metrics
         output_tokens = int(metrics.get_num_generated_tokens())
         accepted = None
