@@ -194,6 +194,10 @@ def test_bad_tools_and_schemas_are_400s_naming_the_field(
         ({"format": {"type": "object", "patternProperties": {"^x": {"not": {}}}}}, "format"),
         ({"format": "yaml"}, "format"),
         (
+            {"format": {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(?!x)"}}}},
+            "format.properties.a.pattern",
+        ),
+        (
             {
                 "tools": [
                     {
