@@ -1,14 +1,23 @@
 """Tool calls' text format (parsing, the held-back stream, the prompt for families with no tool
 format) and the checks a request's tools and schemas pass before any device."""
 
+from pathlib import Path
+
 import pytest
 
-from npu_engine.errors import UserInputError
+from npu_engine.backends.remote import OllamaBackend
+from npu_engine.devices import discover
+from npu_engine.engine import Engine
+from npu_engine.errors import GenerationError, UserInputError
 from npu_engine.json_schema import check_schema
 from npu_engine.request import GenerateRequest
 from npu_engine.response_format import ResponseFormat
+from npu_engine.scheduler import OLLAMA
+from npu_engine.store import ModelStore
+from npu_engine.targets import RemoteTarget
 from npu_engine.tool_format import HeldText, chat_messages, constraint, parse
 from npu_engine.tools import Tool
+from tests.fake_ollama import fake_ollama
 
 WEATHER = Tool(
     "get_weather",
@@ -209,3 +218,22 @@ def test_a_schema_the_grammar_would_fail_on_is_refused_first(schema: dict[str, o
 def test_a_remote_meta_schema_is_never_fetched() -> None:
     # Port 9 (discard) on loopback: a fetch would fail; the root's $schema is read as 2020-12.
     check_schema({"$schema": "http://127.0.0.1:9/meta", "type": "object"}, "format")
+
+
+def test_remote_fallbacks_refuse_tools_and_response_formats_saying_why(tmp_path: Path) -> None:
+    """No local model: the Ollama fallback would answer in its own format, unchecked; it is skipped."""
+    with fake_ollama({"smollm2:135m": "def add(a, b): return a + b"}) as (url, seen):
+        remote = RemoteTarget(OLLAMA, OllamaBackend(url), lambda model: "smollm2:135m")
+        engine = Engine.from_settings(
+            store=ModelStore(tmp_path), profile="tiny", inventory=discover(), remotes=[remote]
+        )
+        for request in (
+            GenerateRequest(({"role": "user", "content": "hi"},), tools=(WEATHER,)),
+            GenerateRequest(
+                ({"role": "user", "content": "hi"},), response_format=ResponseFormat("json_object")
+            ),
+        ):
+            with pytest.raises(GenerationError, match="ollama: the ollama fallback does not take tools"):
+                engine.generate(request)
+        assert not seen  # nothing was sent
+        assert engine.generate("hi", tier="code").text == "def add(a, b): return a + b"
