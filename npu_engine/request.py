@@ -48,10 +48,23 @@ class GenerateRequest:
         stop: Sequence[str] = (),
         seed: int | None = None,
         decoding: Decoding = "auto",
+        tools: Sequence[Tool] = (),
+        tool_choice: ToolChoice = "auto",
+        response_format: ResponseFormat | None = None,
+        parallel_tool_calls: bool = True,
     ) -> "GenerateRequest":
         """The request for a prompt or chat messages, from the Python API's keywords."""
         options = SamplingOptions(max_new_tokens, temperature, top_p, tuple(stop), seed)
-        return cls(tuple(as_messages(prompt)), tier, options, decoding)
+        return cls(
+            tuple(as_messages(prompt)),
+            tier,
+            options,
+            decoding,
+            tuple(tools),
+            tool_choice,
+            response_format,
+            parallel_tool_calls,
+        )
 
     def validate(self) -> "GenerateRequest":
         """Raise UserInputError for what no backend could take (see SamplingOptions.validate and

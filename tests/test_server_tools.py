@@ -64,6 +64,17 @@ def test_forced_tool_call_is_a_valid_call(served: ServerThread) -> None:
     # The tools reached the model: its prompt grew by their declaration.
     assert reply.usage is not None and plain.usage is not None
     assert reply.usage.prompt_tokens > plain.usage.prompt_tokens + 50
+    # tool_choice none: no tools in the prompt, nothing enforced: the plain answer.
+    none = client.chat.completions.create(
+        model="code",
+        messages=ASK,  # type: ignore[arg-type]
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice="none",
+        max_tokens=40,
+    )
+    assert none.usage is not None and none.usage.prompt_tokens == plain.usage.prompt_tokens
+    assert none.choices[0].message.content == plain.choices[0].message.content
+    assert not none.choices[0].message.tool_calls
     streamed = list(
         client.chat.completions.create(
             model="code",

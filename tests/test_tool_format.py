@@ -10,6 +10,7 @@ from npu_engine.devices import discover
 from npu_engine.engine import Engine
 from npu_engine.errors import GenerationError, UserInputError
 from npu_engine.json_schema import check_schema
+from npu_engine.manifest import Manifest
 from npu_engine.request import GenerateRequest
 from npu_engine.response_format import ResponseFormat
 from npu_engine.scheduler import OLLAMA
@@ -237,3 +238,17 @@ def test_remote_fallbacks_refuse_tools_and_response_formats_saying_why(tmp_path:
                 engine.generate(request)
         assert not seen  # nothing was sent
         assert engine.generate("hi", tier="code").text == "def add(a, b): return a + b"
+
+
+def test_the_python_api_takes_tools_by_keyword(cache_store: ModelStore, smollm_cpu: Manifest) -> None:
+    engine = Engine.from_settings(store=cache_store, profile="tiny", inventory=discover(), remotes=())
+    result = engine.generate(
+        "What is the weather in Paris?",
+        tier="code",
+        max_new_tokens=40,
+        tools=[WEATHER],
+        tool_choice="get_weather",
+    )
+    [call] = result.tool_calls
+    assert result.finish_reason == "tool_calls" and call.name == "get_weather" and result.text == ""
+    assert isinstance(call.arguments["city"], str)
