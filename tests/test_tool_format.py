@@ -1,6 +1,7 @@
 """Tool calls' text format (parsing, the held-back stream, the prompt for families with no tool
 format) and the checks a request's tools and schemas pass before any device."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,29 @@ def test_the_python_api_takes_tools_by_keyword(cache_store: ModelStore, smollm_c
     [call] = result.tool_calls
     assert result.finish_reason == "tool_calls" and call.name == "get_weather" and result.text == ""
     assert isinstance(call.arguments["city"], str)
+
+
+def test_continuous_batching_honours_tools_and_response_formats(
+    cache_store: ModelStore, smollm_cpu: Manifest
+) -> None:
+    engine = Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=discover(), remotes=(), continuous_batching=True
+    )
+    called = engine.generate(
+        "Weather in Rome?", tier="code", max_new_tokens=40, tools=[WEATHER], tool_choice="required"
+    )
+    assert [c.name for c in called.tool_calls] == ["get_weather"] and called.finish_reason == "tool_calls"
+    shape = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    answered = engine.generate(
+        'Answer with {"ok": true}.',
+        tier="code",
+        max_new_tokens=30,
+        response_format=ResponseFormat("json_schema", shape),
+    )
+    assert json.loads(answered.text) in ({"ok": True}, {"ok": False})
+    assert engine.loaded()[0][0] == smollm_cpu.name
