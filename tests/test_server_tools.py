@@ -226,3 +226,13 @@ def test_ollama_bad_format_and_tools_are_400s(served: ServerThread, body: dict[s
     answer = httpx.post(f"{served.url}/api/chat", json=sent, timeout=60)
     assert answer.status_code == 400, answer.text
     assert named in answer.json()["error"]
+
+
+def test_tools_that_do_not_fit_the_context_are_a_400_with_the_counts(served: ServerThread) -> None:
+    """The declarations are part of the prompt: tools past the tier's context are refused as a
+    prompt that long would be, with its token count, before generating."""
+    bulky = {**WEATHER, "function": {**WEATHER["function"], "description": "weather " * 9000}}  # type: ignore[dict-item]
+    sent = {"model": "code", "messages": ASK, "max_tokens": 4, "tools": [bulky]}
+    answer = httpx.post(f"{served.url}/v1/chat/completions", json=sent, timeout=60)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["type"] == "context_length_exceeded" and "8192" in answer.text
