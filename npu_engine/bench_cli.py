@@ -5,6 +5,7 @@ scheduler reads. The command line over npu_engine.bench_run, bench_quality, benc
     npu-bench speed                   throughput only (the engine's own figures)
     npu-bench quality --recipes ...   pass@1 of one model converted with several recipes
     npu-bench routing                 the router's accuracy on labelled prompts (train and held-out)
+    npu-bench tools --tiers code      the tool-call success rate on bench/tool_prompts.jsonl
     npu-bench soak --url URL          concurrent clients against a running server: requests/s,
                                       latency percentiles, statuses, the server's RSS
 """
@@ -18,6 +19,7 @@ from npu_engine.bench_quality import quality_per_recipe
 from npu_engine.bench_report import markdown, speed_table
 from npu_engine.bench_routing import routing_report
 from npu_engine.bench_run import bench_engines, run_bench
+from npu_engine.bench_tools import tool_bench
 from npu_engine.catalog import load_catalog
 from npu_engine.cli_support import run_cli
 from npu_engine.coding_tasks import LANGUAGES
@@ -94,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     routing.add_argument("--profile", default=None)
     routing.add_argument("--out", type=Path, default=None)
+    tools = commands.add_parser("tools", help="the tool-call success rate per tier (20 prompts)")
+    tools.add_argument("--profile", default=None, help="catalog profile (default: $NPU_ENGINE_PROFILE)")
+    tools.add_argument("--tiers", default="code", help="comma-separated tiers (default: code)")
+    tools.add_argument("--out", type=Path, default=None)
     quality = commands.add_parser("quality", help="pass@1 of one model converted with several recipes")
     quality.add_argument("model", help="catalog model name, e.g. qwen2.5-coder-0.5b-instruct")
     quality.add_argument("--recipes", required=True, help="comma-separated recipes, each already converted")
@@ -136,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_cli(lambda: _routing(args))
     if args.command == "soak":
         return run_cli(lambda: _soak(args))
+    if args.command == "tools":
+        return run_cli(lambda: _tools(args))
     return run_cli(lambda: _run(args))
 
 
@@ -218,6 +226,15 @@ def _routing(args: argparse.Namespace) -> int:
     )
     print(done.text)
     _say(f"results in {done.folder}")
+    return 0
+
+
+def _tools(args: argparse.Namespace) -> int:
+    engine = Engine.from_settings(args.profile or catalog_profile(), remotes=())
+    reports, folder = tool_bench(engine, _items(args.tiers), say=_say, out=args.out)
+    for report in reports:
+        print(f"{report.tier} ({report.model}): {report.rate:.0%} of {len(report.outcomes)} prompts")
+    _say(f"results in {folder}")
     return 0
 
 

@@ -183,7 +183,9 @@ class Engine:
         **keywords: Any,
     ) -> GenerationResult:
         """Answer a request, or a prompt or chat messages with GenerateRequest.of's keywords (tier,
-        max_new_tokens, temperature, top_p, stop, seed, decoding); greedy unless temperature > 0.
+        max_new_tokens, temperature, top_p, stop, seed, decoding, tools, tool_choice,
+        response_format, parallel_tool_calls); greedy unless temperature > 0. The result's
+        `tool_calls` are the calls the answer makes.
 
         `tier="auto"` lets the router choose the tier (and prompt lookup for edits, when `decoding`
         is auto). `on_text` hears each piece of text as it is produced and may return True to stop.
@@ -218,7 +220,11 @@ class Engine:
         if request.tier == AUTO:
             route = self._router.route(request.messages)
             # The router's prompt lookup is a preference: where it cannot run (the NPU), decode plainly.
-            lenient = request.decoding == "auto" and route.strategy == "prompt_lookup"
+            lenient = (
+                request.decoding == "auto"
+                and route.strategy == "prompt_lookup"
+                and request.constraint() is None  # structured output decodes plainly
+            )
             request = replace(
                 request, tier=route.tier, decoding="prompt_lookup" if lenient else request.decoding
             )

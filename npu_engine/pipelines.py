@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from npu_engine.backends.genai_config import Constraint
 from npu_engine.errors import EngineBusyError
 from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink
 
@@ -18,10 +19,17 @@ class Pipeline(Protocol):
     load_seconds: float
     concurrent: bool  # True when callers may generate at once (continuous batching)
 
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int: ...
+    def count_prompt_tokens(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] = ()
+    ) -> int: ...
 
     def generate(
-        self, messages: Sequence[Message], options: SamplingOptions, on_text: TextSink | None = None
+        self,
+        messages: Sequence[Message],
+        options: SamplingOptions,
+        on_text: TextSink | None = None,
+        tools: Sequence[dict[str, Any]] = (),
+        constraint: Constraint | None = None,
     ) -> RawGeneration: ...
 
 

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from npu_engine.errors import UserInputError
 from npu_engine.generation import GenerationMetrics, Message, SamplingOptions, as_messages, validate_messages
-from npu_engine.response_format import ResponseFormat
+from npu_engine.response_format import ResponseFormat, validate_response_format
 from npu_engine.router import Route
+from npu_engine.tool_format import ToolConstraint, constraint, validate_tool_messages, validate_tools
 from npu_engine.tools import Tool, ToolCall, ToolChoice
 
 Decoding = Literal["auto", "plain", "speculative", "prompt_lookup"]
@@ -21,9 +23,9 @@ class GenerateRequest:
     (`auto`: the router chooses), the sampling options and the decoding mode (`auto`: the one
     measured fastest for the tier and device).
 
-    `tools` the model may call and how (`tool_choice`), and the shape the answer must take
-    (`response_format`). New request fields belong here, so that every edge sets them once and
-    every target reads them from the same place."""
+    `tools` the model may call and how (`tool_choice`; `parallel_tool_calls` False: one call at
+    most), and the shape the answer must take (`response_format`). New request fields belong
+    here, so that every edge sets them once and every target reads them from the same place."""
 
     messages: tuple[Message, ...]
     tier: str = "code"
@@ -32,6 +34,7 @@ class GenerateRequest:
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice = "auto"
     response_format: ResponseFormat | None = None
+    parallel_tool_calls: bool = True
 
     @classmethod
     def of(
@@ -45,10 +48,23 @@ class GenerateRequest:
         stop: Sequence[str] = (),
         seed: int | None = None,
         decoding: Decoding = "auto",
+        tools: Sequence[Tool] = (),
+        tool_choice: ToolChoice = "auto",
+        response_format: ResponseFormat | None = None,
+        parallel_tool_calls: bool = True,
     ) -> "GenerateRequest":
         """The request for a prompt or chat messages, from the Python API's keywords."""
         options = SamplingOptions(max_new_tokens, temperature, top_p, tuple(stop), seed)
-        return cls(tuple(as_messages(prompt)), tier, options, decoding)
+        return cls(
+            tuple(as_messages(prompt)),
+            tier,
+            options,
+            decoding,
+            tuple(tools),
+            tool_choice,
+            response_format,
+            parallel_tool_calls,
+        )
 
     def validate(self) -> "GenerateRequest":
         """Raise UserInputError for what no backend could take (see SamplingOptions.validate and
@@ -56,7 +72,27 @@ class GenerateRequest:
         would reject is the caller's mistake, never a device failure."""
         self.options.validate()
         validate_messages(self.messages)
+        validate_tool_messages(self.messages)
+        validate_tools(self.tools, self.tool_choice)
+        if self.response_format is not None:
+            validate_response_format(self.response_format)
+            if self.tools and self.tool_choice != "none":
+                raise UserInputError(
+                    f"{self.response_format.field} cannot be combined with tools "
+                    "(send tool_choice 'none', or one of them)"
+                )
+        if self.constraint() is not None and self.decoding in ("speculative", "prompt_lookup"):
+            raise UserInputError(
+                f"decoding {self.decoding!r} cannot be combined with tools or a response format"
+            )
         return self
+
+    def constraint(self) -> "ToolConstraint | ResponseFormat | None":
+        """What structured output holds the answer to: the tool calls it may make, the JSON it
+        must be, or nothing."""
+        if self.response_format is not None:
+            return self.response_format
+        return constraint(self.tools, self.tool_choice, self.parallel_tool_calls)
 
 
 @dataclass(frozen=True)

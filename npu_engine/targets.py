@@ -17,6 +17,7 @@ from npu_engine.pipelines import Pipeline, PipelineKey, PipelinePool
 from npu_engine.planner import Planner
 from npu_engine.request import GenerateRequest, GenerationResult
 from npu_engine.store import ModelStore
+from npu_engine.tool_format import HeldText, chat_messages, offered, parse
 
 # The NPU's static shapes: the longest prompt, and the least room kept for the answer.
 NPU_MAX_PROMPT = 1024
@@ -79,6 +80,9 @@ class RemoteTarget:
         remote = self.models(job.tier.model)
         if not remote:
             raise Unavailable(f"no {self.name} model for {job.tier.model}")
+        if job.request.constraint() is not None:
+            # Its calls and JSON would come back unchecked, in its own format: not the same answer.
+            raise Unavailable(f"the {self.name} fallback does not take tools or a response format")
         raw = self.backend.generate(remote, job.request.messages, job.request.options, on_text)
         return result_of(raw, job.tier.tier, f"{self.name}:{remote}", self.name, "plain")
 
@@ -155,7 +159,10 @@ class DeviceTarget:
                 f"--profile {self.planner.profile.name} --device {device.kind})"
             )
         draft = self.planner.conversion(job.manifests, tier.draft, device.kind) if tier.draft else None
-        mode = self.planner.decoding(request.decoding, tier.tier, device, draft is not None, job.lenient)
+        constraint = request.constraint()
+        # Structured output runs with plain decoding: `auto` means plain there (see validate).
+        asked = "plain" if constraint is not None and request.decoding == "auto" else request.decoding
+        mode = self.planner.decoding(asked, tier.tier, device, draft is not None, job.lenient)
         draft = draft if mode == "speculative" else None
         # Memory as the scheduler counts it: weights (with the draft's) plus the KV cache at the
         # tier's planned context, which also sizes the batching pipeline's shared cache.
@@ -164,8 +171,12 @@ class DeviceTarget:
         spec = self.loader.spec(manifest, device.name, mode, draft, self.emulated, kv)
         context = min(tier.context, manifest.context_length)
         options = request.options
+        tools = offered(request.tools, request.tool_choice)
+        family = self.planner.catalog.model(tier.model).family
+        messages, declared = chat_messages(request.messages, tools, family.tools)
+        sink = HeldText(on_text) if tools else on_text
         with self.loader.use((manifest.name, device.name, mode), spec, size) as (pipeline, load_seconds):
-            prompt_tokens = pipeline.count_prompt_tokens(request.messages)
+            prompt_tokens = pipeline.count_prompt_tokens(messages, declared)
             if prompt_tokens >= context:
                 raise ContextLengthError(prompt_tokens, context, f"tier {tier.tier} ({tier.model})")
             if device.kind == "npu" and (
@@ -177,5 +188,13 @@ class DeviceTarget:
                     "exceeds the NPU's "
                     f"static shape ({NPU_MAX_PROMPT} prompt, {NPU_MAX_PROMPT + NPU_MIN_RESPONSE} in all)"
                 )
-            raw = pipeline.generate(request.messages, options, on_text)
-        return result_of(raw, tier.tier, manifest.name, self.label, mode, load_seconds)
+            raw = pipeline.generate(messages, options, sink, declared, constraint)
+        result = result_of(raw, tier.tier, manifest.name, self.label, mode, load_seconds)
+        if not tools:
+            return result
+        content, calls = parse(raw.text, tools)
+        if isinstance(sink, HeldText):
+            sink.release(calls)
+        if not calls:
+            return result
+        return replace(result, text=content, finish_reason="tool_calls", tool_calls=calls)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from npu_engine.backends.genai_config import ChatPrompting, count_tokens, generation_config
+from npu_engine.backends.genai_config import ChatPrompting, Constraint, count_tokens, generation_config
 from npu_engine.backends.pipeline_spec import BatchingLimits, PipelineSpec
 from npu_engine.devices import GB
 from npu_engine.generation import (
@@ -73,9 +73,14 @@ class BatchingPipeline(ChatPrompting):
             self.reopened += 1
 
     def generate(
-        self, messages: Sequence[Message], options: SamplingOptions, on_text: TextSink | None = None
+        self,
+        messages: Sequence[Message],
+        options: SamplingOptions,
+        on_text: TextSink | None = None,
+        tools: Sequence[dict[str, Any]] = (),
+        constraint: Constraint | None = None,
     ) -> RawGeneration:
-        prompt = self.chat_prompt(messages)
+        prompt = self.chat_prompt(messages, tools)
         prompt_tokens = count_tokens(self._tokenizer, prompt)
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
         started = time.perf_counter()
@@ -84,7 +89,7 @@ class BatchingPipeline(ChatPrompting):
             self._admitted += 1
             request_id = next(self._ids)
             handle = self._pipe.add_request(
-                request_id, prompt, generation_config(self._genai, options, "plain")
+                request_id, prompt, generation_config(self._genai, options, "plain", constraint)
             )
             self._inflight[request_id] = (handle, events)
             if self._worker is None:

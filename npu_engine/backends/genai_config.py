@@ -1,12 +1,18 @@
 """What every OpenVINO GenAI pipeline shares: the chat prompt, token counts and the GenerationConfig
 for a request, with whatever the runtime refuses turned into the request's own error."""
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from npu_engine.backends.pipeline_spec import DecodingMode
 from npu_engine.errors import UserInputError, presentable
 from npu_engine.generation import Message, SamplingOptions
+from npu_engine.response_format import ResponseFormat
+from npu_engine.tool_format import CALL_END, OPEN, ToolConstraint
+
+# What structured output holds an answer to: the calls it may make, or the JSON it must be.
+Constraint = ToolConstraint | ResponseFormat
 
 ASSISTANT_TOKENS = 5
 LOOKUP_NGRAM = 3
@@ -16,13 +22,24 @@ LOOKUP_NGRAM = 3
 _REFUSED = (RuntimeError, TypeError, ValueError)
 
 
-def chat_prompt(genai: Any, tokenizer: Any, messages: Sequence[Message]) -> str:
-    """`messages` rendered by the model's own chat template, ready for the assistant's turn.
+def chat_history(genai: Any, messages: Sequence[Message], tools: Sequence[dict[str, Any]] = ()) -> Any:
+    """The ChatHistory of `messages`, with the tool declarations its chat template renders."""
+    history = genai.ChatHistory(list(messages))
+    if tools:
+        history.set_tools(list(tools))
+    return history
+
+
+def chat_prompt(
+    genai: Any, tokenizer: Any, messages: Sequence[Message], tools: Sequence[dict[str, Any]] = ()
+) -> str:
+    """`messages` (and `tools`) rendered by the model's own chat template, ready for the
+    assistant's turn.
 
     Raises UserInputError when the template or the tokenizer refuses the messages: every device
     would refuse them the same way, so this is no device failure."""
     try:
-        history = genai.ChatHistory(list(messages))
+        history = chat_history(genai, messages, tools)
         return str(tokenizer.apply_chat_template(history, add_generation_prompt=True))
     except _REFUSED as error:
         raise UserInputError(
@@ -37,10 +54,42 @@ def count_tokens(tokenizer: Any, text: str) -> int:
         raise UserInputError(f"the model's tokenizer refused the text: {presentable(error)}") from error
 
 
-def generation_config(genai: Any, options: SamplingOptions, mode: DecodingMode) -> Any:
-    """The GenerationConfig for `options` and a decoding mode, checked by OpenVINO GenAI's own
-    validation so that whatever it refuses is the request's fault (UserInputError), found before
-    the request reaches a pipeline rather than as a failure of the device running it."""
+def structured_output(genai: Any, constraint: Constraint) -> Any:
+    """The StructuredOutputConfig that holds an answer to `constraint`: JSON of the response
+    format's schema (any object for `json_object`), or tool calls as structural tags, each
+    `<tool_call>` and a declared tool's name followed by arguments of that tool's schema."""
+    soc = genai.StructuredOutputConfig
+    if isinstance(constraint, ResponseFormat):
+        schema = constraint.schema if constraint.kind == "json_schema" else None
+        return soc(json_schema=json.dumps(schema or {"type": "object"}))
+    tags = [
+        soc.Tag(
+            begin=constraint.begin(tool), content=soc.JSONSchema(json.dumps(tool.parameters)), end=CALL_END
+        )
+        for tool in constraint.tools
+    ]
+    triggered = soc.TriggeredTags(
+        triggers=[OPEN], tags=tags, at_least_one=constraint.required, stop_after_first=constraint.single
+    )
+    return soc(structural_tags_config=triggered)
+
+
+def grammar_refused(error: Exception, constraint: Constraint | None) -> UserInputError | None:
+    """The request's own error when OpenVINO GenAI's grammar backend (xgrammar, which compiles the
+    schema only once generation starts) refused its schema; else None. json_schema.check_schema
+    refuses what it is known to refuse before any device; this catches the rest."""
+    if constraint is None or "xgrammar" not in str(error):
+        return None
+    return UserInputError(f"the schema cannot be enforced by constrained decoding: {presentable(error)}")
+
+
+def generation_config(
+    genai: Any, options: SamplingOptions, mode: DecodingMode, constraint: Constraint | None = None
+) -> Any:
+    """The GenerationConfig for `options`, a decoding mode and what structured output holds the
+    answer to, checked by OpenVINO GenAI's own validation so that whatever it refuses is the
+    request's fault (UserInputError), found before the request reaches a pipeline rather than as
+    a failure of the device running it."""
     try:
         config = genai.GenerationConfig(max_new_tokens=options.max_new_tokens)
         if options.temperature > 0:
@@ -56,6 +105,8 @@ def generation_config(genai: Any, options: SamplingOptions, mode: DecodingMode) 
             config.num_assistant_tokens = ASSISTANT_TOKENS
         if mode == "prompt_lookup":
             config.max_ngram_size = LOOKUP_NGRAM
+        if constraint is not None:
+            config.structured_output_config = structured_output(genai, constraint)
         config.validate()
     except _REFUSED as error:
         raise UserInputError(f"the sampling options were refused: {presentable(error)}") from error
@@ -68,10 +119,10 @@ class ChatPrompting:
     _genai: Any
     _tokenizer: Any
 
-    def chat_prompt(self, messages: Sequence[Message]) -> str:
+    def chat_prompt(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] = ()) -> str:
         """The prompt text after the model's chat template, as the pipeline will see it."""
-        return chat_prompt(self._genai, self._tokenizer, messages)
+        return chat_prompt(self._genai, self._tokenizer, messages, tools)
 
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        """Tokens of the prompt after the chat template."""
-        return count_tokens(self._tokenizer, self.chat_prompt(messages))
+    def count_prompt_tokens(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] = ()) -> int:
+        """Tokens of the prompt after the chat template (with the tools it declares)."""
+        return count_tokens(self._tokenizer, self.chat_prompt(messages, tools))

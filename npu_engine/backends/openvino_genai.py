@@ -4,7 +4,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from npu_engine.backends.genai_config import ChatPrompting, generation_config
+from npu_engine.backends.genai_config import (
+    ChatPrompting,
+    Constraint,
+    chat_history,
+    generation_config,
+    grammar_refused,
+)
 from npu_engine.backends.pipeline_spec import PipelineSpec
 from npu_engine.generation import (
     GenerationMetrics,
@@ -46,9 +52,14 @@ class OpenVinoPipeline(ChatPrompting):
         self.load_seconds = time.monotonic() - started
 
     def generate(
-        self, messages: Sequence[Message], options: SamplingOptions, on_text: TextSink | None = None
+        self,
+        messages: Sequence[Message],
+        options: SamplingOptions,
+        on_text: TextSink | None = None,
+        tools: Sequence[dict[str, Any]] = (),
+        constraint: Constraint | None = None,
     ) -> RawGeneration:
-        config = generation_config(self._genai, options, self.spec.mode)
+        config = generation_config(self._genai, options, self.spec.mode, constraint)
         cancelled = False
 
         def stream(text: str) -> Any:
@@ -58,7 +69,14 @@ class OpenVinoPipeline(ChatPrompting):
                 return self._genai.StreamingStatus.CANCEL
             return self._genai.StreamingStatus.RUNNING
 
-        result = self._pipeline.generate(self._genai.ChatHistory(list(messages)), config, stream)
+        history = chat_history(self._genai, messages, tools)
+        try:
+            result = self._pipeline.generate(history, config, stream)
+        except RuntimeError as error:
+            refused = grammar_refused(error, constraint)
+            if refused is None:
+                raise
+            raise refused from error
         metrics = result.perf_metrics
         output_tokens = int(metrics.get_num_generated_tokens())
         accepted = None

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,11 +22,19 @@ from npu_engine.server.openai_routes import answered_by, engine_headers, planned
 from npu_engine.server.schemas import (
     OllamaChatRequest,
     OllamaGenerateRequest,
+    OllamaMessage,
     OllamaOptions,
     OllamaShowRequest,
     _OllamaCommon,
 )
 from npu_engine.server.service import ModelService, Served, mid_stream_message
+from npu_engine.server.tool_schemas import (
+    ollama_call,
+    ollama_calls,
+    ollama_format_of,
+    tools_of,
+    with_calls,
+)
 
 log = logging.getLogger("npu_engine.server")
 DEFAULT_PREDICT = 512
@@ -112,7 +121,7 @@ def ollama_router(service: ModelService) -> APIRouter:
 
     @router.post("/chat")
     async def chat(body: OllamaChatRequest, request: Request) -> Any:
-        messages: list[Message] = [{"role": m.role, "content": m.content} for m in body.messages]
+        messages = [_message(m) for m in body.messages]
         return await _respond(service, body, messages, request, chat=True)
 
     @router.post("/generate")
@@ -123,6 +132,31 @@ def ollama_router(service: ModelService) -> APIRouter:
         return await _respond(service, body, messages, request, chat=False)
 
     return router
+
+
+def _message(message: OllamaMessage) -> Message:
+    """A chat message as the engine carries it: with an assistant's earlier calls and the tool
+    a result comes from."""
+    found: Message = {"role": message.role, "content": message.content}
+    if message.tool_name is not None:
+        found["name"] = message.tool_name
+    return with_calls(found, ollama_calls(message.tool_calls or []))
+
+
+def _shaped(asked: GenerateRequest, body: _OllamaCommon) -> GenerateRequest:
+    """The request with the body's `tools` (chat) and `format`."""
+    tools = tools_of(body.tools) if isinstance(body, OllamaChatRequest) else ()
+    shape = (
+        ollama_format_of(body.format) if isinstance(body, OllamaChatRequest | OllamaGenerateRequest) else None
+    )
+    return replace(asked, tools=tools, response_format=shape)
+
+
+def _assistant(result: GenerationResult) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": result.text}
+    if result.tool_calls:
+        message["tool_calls"] = [ollama_call(call) for call in result.tool_calls]
+    return message
 
 
 def _tags(service: ModelService) -> dict[str, Any]:
@@ -200,7 +234,7 @@ async def _respond(
     started = time.monotonic()
     if not messages:  # Ollama: an empty request loads the model, or unloads it with keep_alive 0
         return _load_or_unload(service, served, keep, chat)
-    asked = _request(body.options, messages, served.tier)
+    asked = _shaped(_request(body.options, messages, served.tier), body)
     if not body.stream:
         # keep_alive takes effect whether the answer comes or the request is refused.
         try:
@@ -209,7 +243,7 @@ async def _respond(
             _apply_keep_alive(service, served, keep)
         payload = {"model": body.model, "created_at": _now(), "done": True, **_timings(result, started)}
         if chat:
-            payload["message"] = {"role": "assistant", "content": result.text}
+            payload["message"] = _assistant(result)
         else:
             payload["response"] = result.text
         return JSONResponse(payload, headers=engine_headers(result.tier, result.model, result.device))
@@ -260,6 +294,11 @@ async def _ndjson(
                     line["response"] = piece.text
                 yield json.dumps(line) + "\n"
                 continue
+            if chat and piece.result.tool_calls:  # as Ollama streams them: one line before the last
+                calls = [ollama_call(call) for call in piece.result.tool_calls]
+                line = {"model": model, "created_at": _now(), "done": False}
+                line["message"] = {"role": "assistant", "content": "", "tool_calls": calls}
+                yield json.dumps(line) + "\n"
             final: dict[str, Any] = {
                 "model": model,
                 "created_at": _now(),

@@ -5,6 +5,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,11 +16,20 @@ from npu_engine.generation import Message, SamplingOptions
 from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
 from npu_engine.server.schemas import (
     ChatCompletionRequest,
+    ChatMessage,
     CompletionRequest,
     _OpenAISampling,
     openai_error,
 )
 from npu_engine.server.service import ModelService, Served, mid_stream_message
+from npu_engine.server.tool_schemas import (
+    openai_call,
+    openai_calls,
+    response_format_of,
+    tool_choice_of,
+    tools_of,
+    with_calls,
+)
 
 DEFAULT_MAX_TOKENS = 512
 log = logging.getLogger("npu_engine.server")
@@ -65,7 +75,39 @@ def _usage(result: GenerationResult) -> dict[str, int]:
 
 
 def _finish(result: GenerationResult) -> str:
+    if result.tool_calls:
+        return "tool_calls"
     return "length" if result.finish_reason == "length" else "stop"
+
+
+def _with_tools(asked: GenerateRequest, body: ChatCompletionRequest) -> GenerateRequest:
+    """The request with the body's tools, tool_choice, parallel_tool_calls and response_format."""
+    return replace(
+        asked,
+        tools=tools_of(body.tools),
+        tool_choice=tool_choice_of(body.tool_choice),
+        parallel_tool_calls=body.parallel_tool_calls is not False,
+        response_format=response_format_of(body.response_format),
+    )
+
+
+def _message(index: int, message: ChatMessage) -> Message:
+    """A chat message as the engine carries it: with an assistant's earlier calls (arguments as
+    objects) and a tool result's call id."""
+    found: Message = {"role": _role(message.role), "content": message.text()}
+    if message.tool_call_id is not None:
+        found["tool_call_id"] = message.tool_call_id
+    return with_calls(found, openai_calls(index, message.tool_calls or []))
+
+
+def _assistant(result: GenerationResult) -> dict[str, Any]:
+    if not result.tool_calls:
+        return {"role": "assistant", "content": result.text}
+    return {
+        "role": "assistant",
+        "content": result.text or None,
+        "tool_calls": [openai_call(call) for call in result.tool_calls],
+    }
 
 
 def openai_router(service: ModelService) -> APIRouter:
@@ -84,7 +126,7 @@ def openai_router(service: ModelService) -> APIRouter:
 
     @router.post("/chat/completions")
     async def chat(body: ChatCompletionRequest, request: Request) -> Any:
-        messages: list[Message] = [{"role": _role(m.role), "content": m.text()} for m in body.messages]
+        messages = [_message(index, m) for index, m in enumerate(body.messages)]
         return await _complete(service, body, messages, request, chat=True)
 
     @router.post("/completions")
@@ -103,14 +145,17 @@ async def _complete(
     service: ModelService, body: _OpenAISampling, messages: list[Message], request: Request, chat: bool
 ) -> Any:
     served = service.tier_of(body.model)
-    prepared = service.prepare(_request(body, messages, served.tier, DEFAULT_MAX_TOKENS if chat else 16))
+    asked = _request(body, messages, served.tier, DEFAULT_MAX_TOKENS if chat else 16)
+    if isinstance(body, ChatCompletionRequest):
+        asked = _with_tools(asked, body)
+    prepared = service.prepare(asked)
     ident = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
     created = int(time.time())
     if not body.stream:
         result = await service.answer(prepared, request.is_disconnected)
         choice: dict[str, Any] = {"index": 0, "finish_reason": _finish(result), "logprobs": None}
         if chat:
-            choice["message"] = {"role": "assistant", "content": result.text}
+            choice["message"] = _assistant(result)
         else:
             choice["text"] = result.text
         payload = {
@@ -174,6 +219,12 @@ async def _sse(
                 yield chunk({"content": piece.text} if chat else piece.text, None)
                 continue
             result = piece.result
+            for index, call in enumerate(result.tool_calls):
+                # OpenAI's shape: the call's id, type and name first, then its arguments.
+                opened = {**openai_call(call, index), "function": {"name": call.name, "arguments": ""}}
+                yield chunk({"tool_calls": [opened]}, None)
+                arguments = openai_call(call)["function"]["arguments"]
+                yield chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}, None)
             yield chunk({} if chat else "", _finish(result), npu_engine=answered_by(result))
             if include_usage:
                 usage_event = {

@@ -5,6 +5,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from npu_engine.server.tool_schemas import (
+    OllamaToolCall,
+    OpenAIToolCall,
+    OpenAIToolChoice,
+    ResponseFormatSpec,
+    ToolSpec,
+)
+
 MAX_TOKENS_CAP = 32768
 
 
@@ -23,6 +31,8 @@ class ContentPart(_Lenient):
 class ChatMessage(_Lenient):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[OpenAIToolCall] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -53,6 +63,10 @@ class _OpenAISampling(_Lenient):
 
 class ChatCompletionRequest(_OpenAISampling):
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[ToolSpec] | None = None
+    tool_choice: OpenAIToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormatSpec | None = None
 
 
 class CompletionRequest(_OpenAISampling):
@@ -71,6 +85,8 @@ class OllamaOptions(_Lenient):
 class OllamaMessage(_Lenient):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
+    tool_calls: list[OllamaToolCall] | None = None
+    tool_name: str | None = None
 
 
 class _OllamaCommon(_Lenient):
@@ -85,11 +101,14 @@ class _OllamaCommon(_Lenient):
 
 class OllamaChatRequest(_OllamaCommon):
     messages: list[OllamaMessage] = Field(default_factory=list)
+    tools: list[ToolSpec] | None = None
+    format: str | dict[str, Any] | None = None
 
 
 class OllamaGenerateRequest(_OllamaCommon):
     prompt: str = ""
     system: str | None = None
+    format: str | dict[str, Any] | None = None
 
 
 class OllamaShowRequest(_Lenient):

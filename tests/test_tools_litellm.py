@@ -1,0 +1,96 @@
+"""litellm's `openai/` provider, unchanged, against the server on Qwen2.5-Coder-0.5B: tools give a
+call with valid arguments, `response_format` a JSON answer that validates. litellm pins its own
+dependencies, so it runs in the clients' virtual environment (build/clients-venv), as a client
+would: in another process."""
+
+import json
+import subprocess
+from collections.abc import Iterator
+
+import jsonschema_rs
+import pytest
+
+from npu_engine.devices import discover
+from npu_engine.engine import Engine
+from npu_engine.manifest import Manifest
+from npu_engine.server.app import create_app
+from npu_engine.server.config import ServerConfig
+from npu_engine.store import ModelStore
+from tests.conftest import BUILD
+from tests.test_server import ServerThread
+
+pytestmark = pytest.mark.slow
+
+CLIENTS_PYTHON = BUILD / "clients-venv" / "bin" / "python"
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+FUNCTION_SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "arguments": {"type": "array", "items": {"type": "string"}}},
+    "required": ["name", "arguments"],
+    "additionalProperties": False,
+}
+SCRIPT = """
+import json, sys
+import litellm
+base, weather, function = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+tool = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city", "parameters": weather,
+}}
+called = litellm.completion(
+    model="openai/code", api_base=base, api_key="unused", max_tokens=80,
+    messages=[{"role": "user", "content": "What is the weather in Paris right now?"}], tools=[tool],
+)
+shaped = litellm.completion(
+    model="openai/code", api_base=base, api_key="unused", max_tokens=80,
+    messages=[{"role": "user", "content": "Describe the Python function `def add(a, b): return a + b`."}],
+    response_format={
+        "type": "json_schema", "json_schema": {"name": "function", "schema": function, "strict": True},
+    },
+)
+choice = called.choices[0]
+print(json.dumps({
+    "finish": choice.finish_reason,
+    "calls": [[c.function.name, c.function.arguments] for c in choice.message.tool_calls or []],
+    "json": shaped.choices[0].message.content,
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def served(cache_store: ModelStore, qwen_cpu: Manifest) -> Iterator[ServerThread]:
+    if not CLIENTS_PYTHON.exists():
+        pytest.skip("no build/clients-venv (scripts/setup.sh installs the third-party clients there)")
+    engine = Engine.from_settings(
+        store=cache_store, profile="embedded", inventory=discover(), remotes=(), measurements=[]
+    )
+    with ServerThread(create_app(engine, ServerConfig())) as server:
+        yield server
+
+
+def test_litellm_openai_provider_tools_and_json(served: ServerThread) -> None:
+    ran = subprocess.run(
+        [
+            str(CLIENTS_PYTHON),
+            "-c",
+            SCRIPT,
+            f"{served.url}/v1",
+            json.dumps(WEATHER_SCHEMA),
+            json.dumps(FUNCTION_SCHEMA),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    found = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert found["finish"] == "tool_calls"
+    [[name, arguments]] = found["calls"]
+    assert name == "get_weather" and jsonschema_rs.is_valid(WEATHER_SCHEMA, json.loads(arguments))
+    described = json.loads(found["json"])
+    assert jsonschema_rs.is_valid(FUNCTION_SCHEMA, described) and described["name"] == "add"
