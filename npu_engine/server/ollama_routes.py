@@ -17,6 +17,7 @@ from npu_engine.generation import Message, SamplingOptions
 from npu_engine.manifest import Manifest
 from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
 from npu_engine.server.config import keep_alive_seconds
+from npu_engine.server.discovery import OLLAMA_API_VERSION, capabilities, loaded_context, model_info
 from npu_engine.server.openai_routes import answered_by, engine_headers, planned_headers
 from npu_engine.server.schemas import (
     OllamaChatRequest,
@@ -96,7 +97,7 @@ def ollama_router(service: ModelService) -> APIRouter:
 
     @router.get("/version")
     async def version() -> dict[str, str]:
-        return {"version": service.version}
+        return {"version": OLLAMA_API_VERSION, "npu_engine": service.version}
 
     @router.get("/tags")
     async def tags() -> dict[str, Any]:
@@ -162,6 +163,7 @@ def _ps(service: ModelService) -> dict[str, Any]:
                 "details": _details(manifest),
                 "expires_at": expires,
                 "size_vram": 0,
+                "context_length": loaded_context(service.engine, manifest.model, device) if manifest else 0,
                 "device": device,
                 "decoding": mode,
             }
@@ -180,14 +182,8 @@ def _show(service: ModelService, body: OllamaShowRequest) -> dict[str, Any]:
         "parameters": "",
         "template": "",
         "details": _details(m),
-        "model_info": {
-            "general.architecture": m.architecture if m else "",
-            "general.parameter_count": m.parameters if m else 0,
-            "npu_engine.tier": served.tier,
-            "npu_engine.recipe": m.recipe.name if m else "",
-            "npu_engine.context_length": m.context_length if m else 0,
-        },
-        "capabilities": ["completion"],
+        "model_info": model_info(service.engine, served),
+        "capabilities": capabilities(service.engine, served),
         "modified_at": m.created if m else _now(),
     }
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from npu_engine.engine import Prepared
 from npu_engine.generation import Message, SamplingOptions
 from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
+from npu_engine.server.discovery import served_context
 from npu_engine.server.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -76,10 +77,7 @@ def openai_router(service: ModelService) -> APIRouter:
         now = int(time.time())
         return {
             "object": "list",
-            "data": [
-                {"id": s.name, "object": "model", "created": now, "owned_by": "npu-engine", "tier": s.tier}
-                for s in service.served()
-            ],
+            "data": [_model_entry(service, s, now) for s in service.served()],
         }
 
     @router.post("/chat/completions")
@@ -93,6 +91,21 @@ def openai_router(service: ModelService) -> APIRouter:
         return await _complete(service, body, prompt, request, chat=False)
 
     return router
+
+
+def _model_entry(service: ModelService, served: Served, created: int) -> dict[str, Any]:
+    """A /v1/models entry with the context the name accepts, under the names clients read:
+    `context_length` (LM Studio, OpenRouter) and `max_model_len` (vLLM)."""
+    context = served_context(service.engine, served)
+    return {
+        "id": served.name,
+        "object": "model",
+        "created": created,
+        "owned_by": "npu-engine",
+        "tier": served.tier,
+        "context_length": context,
+        "max_model_len": context,
+    }
 
 
 def _role(role: str) -> str:
