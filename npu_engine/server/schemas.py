@@ -102,6 +102,27 @@ def openai_error(message: str, kind: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
+# Our error kinds as Anthropic names them.
+_ANTHROPIC_KINDS = {
+    "invalid_request_error": "invalid_request_error",
+    "context_length_exceeded": "invalid_request_error",
+    "authentication_error": "authentication_error",
+    "permission_error": "permission_error",
+    "not_found_error": "not_found_error",
+    "server_busy": "overloaded_error",
+    "no_device_available": "overloaded_error",
+    "server_error": "api_error",
+}
+
+
+def anthropic_error(message: str, kind: str) -> dict[str, Any]:
+    """Anthropic's error shape: {"type": "error", "error": {"type": ..., "message": ...}}."""
+    return {"type": "error", "error": {"type": _ANTHROPIC_KINDS.get(kind, "api_error"), "message": message}}
+
+
 def error_payload(path: str, message: str, kind: str) -> dict[str, Any]:
-    """An error in the protocol the path speaks: OpenAI's shape under /v1, Ollama's elsewhere."""
+    """An error in the protocol the path speaks: Anthropic's under /v1/messages, OpenAI's
+    elsewhere under /v1, Ollama's elsewhere."""
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return anthropic_error(message, kind)
     return openai_error(message, kind) if path.startswith("/v1") else {"error": message}
