@@ -162,7 +162,7 @@ class DeviceTarget:
         kv = self.planner.kv_bytes(tier.tier)
         size = manifest.size + (draft.size if draft else 0) + kv
         spec = self.loader.spec(manifest, device.name, mode, draft, self.emulated, kv)
-        context = min(tier.context, manifest.context_length)
+        context = min(tier.context, manifest.context_length, request.context_limit or tier.context)
         options = request.options
         with self.loader.use((manifest.name, device.name, mode), spec, size) as (pipeline, load_seconds):
             prompt_tokens = pipeline.count_prompt_tokens(request.messages)

@@ -6,6 +6,8 @@ and every route refusing a foreign Origin before any work."""
 from collections.abc import Iterator
 
 import httpx
+import ollama
+import openai
 import pytest
 
 from npu_engine.devices import discover
@@ -146,3 +148,64 @@ def test_a_foreign_origin_is_refused_on_every_route_before_any_work(engine: Engi
     assert named.get("/api/tags", headers={"Origin": "http://localhost:3000"}).status_code == 403
     messages = client.post("/v1/messages", headers=evil, content=b"{}")
     assert messages.json()["type"] == "error" and messages.json()["error"]["type"] == "permission_error"
+
+
+def test_n_choices_and_logprobs_on_the_openai_api(served: ServerThread) -> None:
+    client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    greedy = client.chat.completions.create(model="code", messages=HELLO, max_tokens=6, n=3)  # type: ignore[arg-type]
+    texts = [c.message.content for c in greedy.choices]
+    assert [c.index for c in greedy.choices] == [0, 1, 2] and texts[0] and len(set(texts)) == 1
+    one = client.chat.completions.create(model="code", messages=HELLO, max_tokens=6)  # type: ignore[arg-type]
+    assert greedy.usage is not None and one.usage is not None
+    assert greedy.usage.completion_tokens == 3 * one.usage.completion_tokens
+    assert greedy.usage.prompt_tokens == one.usage.prompt_tokens
+
+    def sampled() -> list[str | None]:
+        reply = client.chat.completions.create(
+            model="code",
+            messages=HELLO,
+            max_tokens=12,
+            n=3,
+            temperature=1.0,
+            seed=7,  # type: ignore[arg-type]
+        )
+        return [c.message.content for c in reply.choices]
+
+    first = sampled()
+    assert len(set(first)) > 1 and sampled() == first  # seeds 7, 8, 9: different, and repeatable
+    completions = client.completions.create(model="code", prompt="def add(a, b):", max_tokens=4, n=2)
+    assert [c.index for c in completions.choices] == [0, 1]
+    with httpx.Client(base_url=served.url, timeout=120) as http:
+        for body, field in (
+            ({"n": 5}, "'n'"),
+            ({"n": 2, "stream": True}, "n > 1"),
+            ({"logprobs": True}, "logprobs"),
+            ({"top_logprobs": 2}, "logprobs"),
+        ):
+            refused = http.post("/v1/chat/completions", json={"model": "code", "messages": HELLO, **body})
+            assert refused.status_code == 400 and field in refused.json()["error"]["message"], body
+
+
+def test_think_and_num_ctx_on_the_ollama_api(served: ServerThread) -> None:
+    client = ollama.Client(host=served.url, timeout=120)
+    thought = client.chat(model="code", messages=HELLO, think=True, options={"num_predict": 4})
+    assert thought.message.content and thought.message.thinking is None
+    with httpx.Client(base_url=served.url, timeout=120) as http:
+        body = {
+            "model": "code",
+            "messages": HELLO,
+            "stream": False,
+            "think": True,
+            "options": {"num_predict": 4},
+        }
+        said = http.post("/api/chat", json=body).json()["npu_engine"]
+        assert said["think"] == "ignored: smollm2-135m-instruct does not reason"
+        capped = {**body, "options": {"num_predict": 4, "num_ctx": 2048}}
+        assert http.post("/api/chat", json=capped).json()["npu_engine"]["num_ctx"] == 2048
+        long = [{"role": "user", "content": "Please say hello to every one of my friends. " * 8}]
+        tight = http.post(
+            "/api/chat", json={"model": "code", "messages": long, "stream": False, "options": {"num_ctx": 32}}
+        )
+        assert tight.status_code == 400 and "at most 32" in tight.json()["error"], tight.text
+    with pytest.raises(ollama.ResponseError, match="at most 32"):
+        client.generate(model="code", prompt="hello " * 40, options={"num_ctx": 32})

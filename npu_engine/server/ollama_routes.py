@@ -52,10 +52,10 @@ def _request(options: OllamaOptions | None, messages: list[Message], tier: str) 
         stop=tuple(s for s in (o.stop or []) if s),
         seed=o.seed,
     )
-    return GenerateRequest(tuple(messages), tier, sampling)
+    return GenerateRequest(tuple(messages), tier, sampling, context_limit=o.num_ctx)
 
 
-def _timings(result: GenerationResult, started: float) -> dict[str, Any]:
+def _timings(result: GenerationResult, started: float, notes: dict[str, Any]) -> dict[str, Any]:
     m = result.metrics
     return {
         "done_reason": "length" if result.finish_reason == "length" else "stop",
@@ -65,7 +65,7 @@ def _timings(result: GenerationResult, started: float) -> dict[str, Any]:
         "prompt_eval_duration": int(m.ttft_ms * 1_000_000),
         "eval_count": m.output_tokens,
         "eval_duration": int(m.tpot_ms * max(m.output_tokens - 1, 0) * 1_000_000),
-        "npu_engine": answered_by(result),
+        "npu_engine": {**answered_by(result), **notes},
     }
 
 
@@ -197,13 +197,15 @@ async def _respond(
     if not messages:  # Ollama: an empty request loads the model, or unloads it with keep_alive 0
         return _load_or_unload(service, served, keep, chat)
     asked = _request(body.options, messages, served.tier)
+    notes = _notes(service, body, asked)
     if not body.stream:
         # keep_alive takes effect whether the answer comes or the request is refused.
         try:
             result = await service.answer(service.prepare(asked), request.is_disconnected)
         finally:
             _apply_keep_alive(service, served, keep)
-        payload = {"model": body.model, "created_at": _now(), "done": True, **_timings(result, started)}
+        timings = _timings(result, started, notes)
+        payload = {"model": body.model, "created_at": _now(), "done": True, **timings}
         if chat:
             payload["message"] = {"role": "assistant", "content": result.text}
         else:
@@ -211,10 +213,29 @@ async def _respond(
         return JSONResponse(payload, headers=engine_headers(result.tier, result.model, result.device))
     prepared = service.prepare(asked)
     pieces = await service.stream(prepared)
-    lines = _ndjson(service, served, keep, pieces, body.model, chat, started)
+    lines = _ndjson(service, served, keep, pieces, body.model, chat, started, notes)
     return StreamingResponse(
         lines, media_type="application/x-ndjson", headers=planned_headers(served, prepared)
     )
+
+
+def _notes(service: ModelService, body: _OllamaCommon, asked: GenerateRequest) -> dict[str, Any]:
+    """What the answer's `npu_engine` field says of the options taken: the context cap `num_ctx`
+    set, and what came of `think`: ignored where the tier's model does not reason; where it does,
+    its <think> section is left in the answer's text (no separate `thinking` field yet)."""
+    notes: dict[str, Any] = {}
+    if asked.context_limit is not None:
+        notes["num_ctx"] = asked.context_limit
+    if body.think:
+        tiers = service.engine.tiers()
+        models = [tiers[asked.tier].model] if asked.tier in tiers else [t.model for t in tiers.values()]
+        reasoning = {m: service.engine.catalog_model(m).family.reasoning for m in models}
+        plain = sorted(m for m, reasons in reasoning.items() if not reasons)
+        if plain:
+            notes["think"] = f"ignored: {', '.join(plain)} does not reason"
+        else:
+            notes["think"] = "the model's <think> section is left in the answer's text"
+    return notes
 
 
 def _load_or_unload(service: ModelService, served: Served, keep: float | None, chat: bool) -> JSONResponse:
@@ -245,6 +266,7 @@ async def _ndjson(
     model: str,
     chat: bool,
     started: float,
+    notes: dict[str, Any],
 ) -> AsyncIterator[str]:
     try:
         async for piece in pieces:
@@ -260,7 +282,7 @@ async def _ndjson(
                 "model": model,
                 "created_at": _now(),
                 "done": True,
-                **_timings(piece.result, started),
+                **_timings(piece.result, started, notes),
             }
             if chat:
                 final["message"] = {"role": "assistant", "content": ""}

@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_TOKENS_CAP = 32768
+MAX_CHOICES = 4  # OpenAI's `n`: each choice is a generation of its own, one after the other
 
 
 class _Lenient(BaseModel):
@@ -42,7 +43,9 @@ class _OpenAISampling(_Lenient):
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = Field(default=None)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    n: int = Field(default=1, ge=1, le=1, description="only 1 is supported")
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES, description=f"at most {MAX_CHOICES}, without stream")
+    logprobs: bool | int | None = Field(default=None, description="not available: a 400 when asked for")
+    top_logprobs: int | None = Field(default=None, ge=0, le=20, description="not available")
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -66,6 +69,7 @@ class OllamaOptions(_Lenient):
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     stop: list[str] | None = None
+    num_ctx: int | None = Field(default=None, ge=1, le=2**31 - 1, description="a cap on the context")
 
 
 class OllamaMessage(_Lenient):
@@ -80,6 +84,9 @@ class _OllamaCommon(_Lenient):
     keep_alive: str | float | None = Field(
         default=None,
         description='seconds, or a duration such as "5m", up to ten years; 0 unloads now, -1 keeps loaded',
+    )
+    think: bool | Literal["low", "medium", "high"] | None = Field(
+        default=None, description="taken; models that do not reason ignore it, and the answer says so"
     )
 
 
