@@ -12,7 +12,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import anthropic
 import pytest
 
 from npu_engine.convert import ConvertRequest
@@ -171,3 +173,41 @@ def test_litellm_providers_complete_and_stream(clients_python: Path, qwen_server
         assert "def " in answer["text"] and answer["completion_tokens"] > 0, (provider, answer)
         assert answer["streamed"] == answer["text"], provider  # greedy: the same answer streamed
     assert found["ollama"]["max_input_tokens"] == found["ollama_chat"]["max_input_tokens"] == 8192
+
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "Get the current weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def test_anthropic_tool_use_round_trip(qwen_server: ServerThread) -> None:
+    """The official `anthropic` client: a tool_use with valid input, the same call streamed (as
+    input_json_delta), and the tool_result fed back and used. The calls themselves are made and
+    parsed by the engine's tool calling (GenerationResult.tool_calls)."""
+    client = anthropic.Anthropic(base_url=qwen_server.url, api_key="unused", max_retries=0, timeout=300)
+    asked = [{"role": "user", "content": "What is the weather in Paris right now?"}]
+    keys: dict[str, Any] = {"model": "code", "max_tokens": 128, "tools": [WEATHER], "messages": asked}
+    first = client.messages.create(**keys, tool_choice={"type": "any"})
+    assert first.stop_reason == "tool_use", first
+    calls = [block for block in first.content if block.type == "tool_use"]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
+    city = calls[0].input["city"]  # type: ignore[index]
+    assert isinstance(city, str) and "paris" in city.lower()
+    with client.messages.stream(**keys, tool_choice={"type": "any"}) as stream:
+        streamed = stream.get_final_message()
+    assert streamed.stop_reason == "tool_use"
+    assert [(b.name, b.input) for b in streamed.content if b.type == "tool_use"] == [
+        ("get_weather", calls[0].input)
+    ]
+    result = {"type": "tool_result", "tool_use_id": calls[0].id, "content": "18 degrees Celsius and sunny"}
+    history = [
+        *asked,
+        {"role": "assistant", "content": [block.model_dump() for block in first.content]},
+        {"role": "user", "content": [result]},
+    ]
+    answer = client.messages.create(**{**keys, "messages": history})
+    assert answer.stop_reason in ("end_turn", "max_tokens")
+    text = "".join(block.text for block in answer.content if block.type == "text")
+    assert "18" in text, text
