@@ -27,6 +27,7 @@ from npu_engine.server.schemas import (
     _OllamaCommon,
 )
 from npu_engine.server.service import ModelService, Served, mid_stream_message
+from npu_engine.server.thinking import ThinkingStream, split_thinking
 
 log = logging.getLogger("npu_engine.server")
 DEFAULT_PREDICT = 512
@@ -210,19 +211,37 @@ async def _respond(
             payload["message"] = {"role": "assistant", "content": result.text}
         else:
             payload["response"] = result.text
+        if _thinks(service, body, service.engine.tier(result.tier).model):
+            _with_thinking(payload, *split_thinking(result.text))
         return JSONResponse(payload, headers=engine_headers(result.tier, result.model, result.device))
     prepared = service.prepare(asked)
     pieces = await service.stream(prepared)
-    lines = _ndjson(service, served, keep, pieces, body.model, chat, started, notes)
+    thinking = ThinkingStream() if _thinks(service, body, prepared.job.tier.model) else None
+    lines = _ndjson(service, served, keep, pieces, body.model, chat, started, notes, thinking)
     return StreamingResponse(
         lines, media_type="application/x-ndjson", headers=planned_headers(served, prepared)
     )
 
 
+def _thinks(service: ModelService, body: _OllamaCommon, model: str) -> bool:
+    """Whether the answer's <think> section is given apart, as `thinking`: asked for, by a model
+    that reasons."""
+    return bool(body.think) and service.engine.catalog_model(model).family.reasoning
+
+
+def _with_thinking(payload: dict[str, Any], thinking: str, answer: str) -> None:
+    """Ollama's shape: `message.thinking` on /api/chat, `thinking` on /api/generate."""
+    if "message" in payload:
+        payload["message"] = {**payload["message"], "content": answer, "thinking": thinking}
+    else:
+        payload["response"] = answer
+        payload["thinking"] = thinking
+
+
 def _notes(service: ModelService, body: _OllamaCommon, asked: GenerateRequest) -> dict[str, Any]:
     """What the answer's `npu_engine` field says of the options taken: the context cap `num_ctx`
-    set, and what came of `think`: ignored where the tier's model does not reason; where it does,
-    its <think> section is left in the answer's text (no separate `thinking` field yet)."""
+    set, and that `think` was ignored where the tier's model does not reason (where it does, its
+    <think> section is the answer's `thinking`)."""
     notes: dict[str, Any] = {}
     if asked.context_limit is not None:
         notes["num_ctx"] = asked.context_limit
@@ -233,8 +252,6 @@ def _notes(service: ModelService, body: _OllamaCommon, asked: GenerateRequest) -
         plain = sorted(m for m, reasons in reasoning.items() if not reasons)
         if plain:
             notes["think"] = f"ignored: {', '.join(plain)} does not reason"
-        else:
-            notes["think"] = "the model's <think> section is left in the answer's text"
     return notes
 
 
@@ -267,17 +284,28 @@ async def _ndjson(
     chat: bool,
     started: float,
     notes: dict[str, Any],
+    thinking: ThinkingStream | None = None,
 ) -> AsyncIterator[str]:
+    def line_of(text: str, thought: str = "") -> str:
+        line: dict[str, Any] = {"model": model, "created_at": _now(), "done": False}
+        if chat:
+            line["message"] = {"role": "assistant", "content": text}
+        else:
+            line["response"] = text
+        if thought:
+            _with_thinking(line, thought, text)
+        return json.dumps(line) + "\n"
+
     try:
         async for piece in pieces:
             if piece.result is None:
-                line: dict[str, Any] = {"model": model, "created_at": _now(), "done": False}
-                if chat:
-                    line["message"] = {"role": "assistant", "content": piece.text}
-                else:
-                    line["response"] = piece.text
-                yield json.dumps(line) + "\n"
+                if thinking is None:
+                    yield line_of(piece.text)
+                elif any(split := thinking.feed(piece.text)):
+                    yield line_of(split[1], split[0])
                 continue
+            if thinking is not None and any(rest := thinking.finish()):
+                yield line_of(rest[1], rest[0])
             final: dict[str, Any] = {
                 "model": model,
                 "created_at": _now(),
