@@ -196,6 +196,9 @@ def test_claude_names_fall_back_to_auto_and_errors_have_anthropics_shape(
             "code",
         )
         assert "claude-3-5-haiku-20241022" in mapped["npu_engine"]["model_asked"]
+        # Claude Code asks for 32000: an upper bound, taken as the server's limit (4096 here).
+        large = http.post("/v1/messages", json={"model": "fast", "max_tokens": 32000, "messages": QUESTION})
+        assert large.status_code == 200 and large.json()["stop_reason"] == "end_turn", large.text
         missing = http.post("/v1/messages", json={"model": "code", "messages": QUESTION})
         assert missing.status_code == 400
         assert missing.json() == {

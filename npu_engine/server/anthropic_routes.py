@@ -4,7 +4,9 @@ message_stop), so that tools speaking it (Claude Code with `ANTHROPIC_BASE_URL`)
 
 `model` is a tier, `auto`, or a converted model a tier serves; a `claude-…` name this server does
 not serve is answered by `auto` (the router picks the tier), and the answer's `npu_engine` field
-says so. Sampling is greedy unless `temperature` is given, as on the other routes."""
+says so. Sampling is greedy unless `temperature` is given, as on the other routes. `max_tokens` is
+an upper bound, capped at the server's own limit (ServerConfig.max_new_tokens, 4096; the OpenAI
+routes refuse more)."""
 
 import json
 import logging
@@ -47,7 +49,7 @@ def anthropic_router(service: ModelService) -> APIRouter:
             tuple(chat_messages(body)),
             served.tier,
             SamplingOptions(
-                max_new_tokens=body.max_tokens,
+                max_new_tokens=min(body.max_tokens, service.max_new_tokens),
                 temperature=body.temperature if body.temperature is not None else 0.0,
                 top_p=body.top_p if body.top_p is not None else 1.0,
                 stop=stops,

@@ -6,9 +6,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from npu_engine.server.schemas import MAX_TOKENS_CAP, _Lenient
+from npu_engine.server.schemas import _Lenient
 
 MAX_TOOLS = 128
+MAX_ANTHROPIC_TOKENS = 1 << 20
 
 
 class AnthropicBlock(_Lenient):
@@ -52,7 +53,9 @@ class _AnthropicPrompt(_Lenient):
 
 
 class MessagesRequest(_AnthropicPrompt):
-    max_tokens: int = Field(ge=1, le=MAX_TOKENS_CAP)  # required, as Anthropic's API has it
+    # Required, as Anthropic's API has it, and an upper bound only: clients send large ones (Claude
+    # Code 32000), so the route takes the server's limit when it is lower.
+    max_tokens: int = Field(ge=1, le=MAX_ANTHROPIC_TOKENS)
     stop_sequences: list[str] | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, gt=0, le=1)
