@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import pytest
 
 from npu_engine.convert import ConvertRequest
@@ -235,3 +236,17 @@ def test_anthropic_tool_use_round_trip(qwen_server: ServerThread) -> None:
     assert answer.stop_reason in ("end_turn", "max_tokens")
     text = "".join(block.text for block in answer.content if block.type == "text")
     assert "31" in text, text
+
+
+def test_copilot_sees_the_coder_models_capabilities(qwen_server: ServerThread) -> None:
+    """On the embedded profile's Qwen2.5-Coder, /api/show says what Copilot and Continue look for:
+    a positive context under the architecture's key, tools, and insert (fill-in-the-middle)."""
+    with httpx.Client(base_url=qwen_server.url, timeout=60) as http:
+        shown = http.post("/api/show", json={"model": "code"}).json()
+    info = shown["model_info"]
+    assert (
+        info["general.architecture"] == "qwen2" and info["general.basename"] == "Qwen2.5-Coder-0.5B-Instruct"
+    )
+    assert info["qwen2.context_length"] == 8192 and info["npu_engine.model_context_length"] == 32768
+    assert info["qwen2.embedding_length"] == 896
+    assert shown["capabilities"] == ["completion", "tools", "insert"]
