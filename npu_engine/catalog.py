@@ -41,6 +41,7 @@ class CatalogModel:
     kv_bytes_per_token: int
     packaged: PackagedFile | None
     family: ModelFamily
+    embedding_length: int = 0  # the hidden size (Ollama's `<arch>.embedding_length`); 0 when unknown
 
     @property
     def preferred_source(self) -> str:
@@ -119,6 +120,7 @@ def _model(name: str, raw: dict[str, Any], families: dict[str, ModelFamily]) -> 
             parts=tuple(PackagedPart(*part) for part in packaged["parts"]),
         ),
         family=family,
+        embedding_length=int(raw.get("embedding_length", 0)),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from npu_engine.backends.factory import OpenVinoPipelineFactory
 from npu_engine.bridge import Run
-from npu_engine.catalog import Catalog, TierSpec, load_catalog
+from npu_engine.catalog import Catalog, CatalogModel, TierSpec, load_catalog
 from npu_engine.devices import DeviceKind, Inventory, discover
 from npu_engine.errors import (
     EngineBusyError,
@@ -322,6 +322,11 @@ class Engine:
     def tier(self, tier: str) -> TierSpec:
         """The profile's tier; UserInputError when it has none of that name."""
         return self._planner.tier(tier)
+
+    def catalog_model(self, name: str) -> CatalogModel:
+        """The catalog's entry for a model name (its family, trained context, sizes);
+        UserInputError when the catalog has none of that name."""
+        return self._planner.catalog.model(name)
 
     def device_names(self) -> list[str]:
         return [device.name for device in self._planner.inventory.devices]

@@ -42,6 +42,9 @@ class SamplingOptions:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Keep the stop sequence that ended the answer at the end of its text, so that the caller can
+    # tell which one it was (Anthropic's `stop_sequence`); remote fallbacks always drop it.
+    include_stop: bool = False
 
     def validate(self) -> "SamplingOptions":
         """Raise UserInputError naming the first field a backend could not take; else return self."""

@@ -35,6 +35,9 @@ class GenerateRequest:
     tool_choice: ToolChoice = "auto"
     response_format: ResponseFormat | None = None
     parallel_tool_calls: bool = True
+    # A cap on the context for this request (Ollama's `options.num_ctx`): a longer prompt is refused
+    # with both counts, as one over the tier's context is. None: the tier's context.
+    context_limit: int | None = None
 
     @classmethod
     def of(

@@ -169,7 +169,7 @@ class DeviceTarget:
         kv = self.planner.kv_bytes(tier.tier)
         size = manifest.size + (draft.size if draft else 0) + kv
         spec = self.loader.spec(manifest, device.name, mode, draft, self.emulated, kv)
-        context = min(tier.context, manifest.context_length)
+        context = min(tier.context, manifest.context_length, request.context_limit or tier.context)
         options = request.options
         tools = offered(request.tools, request.tool_choice)
         family = self.planner.catalog.model(tier.model).family

@@ -1,6 +1,8 @@
 """Shared fixtures. Real models only: SmolLM2-135M from its registry package, converted once per
 session into build/test-home inside the clone (reused by later runs while the manifest matches)."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,10 @@ SMOLLM = "smollm2-135m-instruct"
 QWEN = "qwen2.5-coder-0.5b-instruct"
 QWEN_LARGE = "qwen2.5-coder-1.5b-instruct"
 PRIME_PROMPT = "Write a Python function to check if a number is prime."
+# Third-party clients that pin their own dependencies (aider-chat, and litellm with it) live in a
+# venv of their own under build/, never in the project's.
+AIDER = "aider-chat==0.86.2"
+CLIENTS_VENV = BUILD / "clients-venv"
 
 
 def make_converter(store: ModelStore, ollama_store: Path | None = None) -> Converter:
@@ -86,3 +92,13 @@ def qwen_large_cpu(cache_store: ModelStore) -> Manifest:
     a no-op once converted into build/test-home; converting it peaks near 15 GB of memory."""
     request = ConvertRequest(source=f"pkg:{QWEN_LARGE}", device="cpu")
     return make_converter(cache_store).convert(request).manifest
+
+
+@pytest.fixture(scope="session")
+def clients_python() -> Path:
+    """The python of build/clients-venv, with aider-chat (and so litellm) installed in it."""
+    python = CLIENTS_VENV / "bin" / "python"
+    if not (CLIENTS_VENV / "bin" / "aider").is_file():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(CLIENTS_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", AIDER], check=True, timeout=1800)
+    return python

@@ -6,6 +6,7 @@ would: in another process."""
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import jsonschema_rs
 import pytest
@@ -16,12 +17,10 @@ from npu_engine.manifest import Manifest
 from npu_engine.server.app import create_app
 from npu_engine.server.config import ServerConfig
 from npu_engine.store import ModelStore
-from tests.conftest import BUILD
 from tests.test_server import ServerThread
 
 pytestmark = pytest.mark.slow
 
-CLIENTS_PYTHON = BUILD / "clients-venv" / "bin" / "python"
 WEATHER_SCHEMA = {
     "type": "object",
     "properties": {"city": {"type": "string"}},
@@ -63,8 +62,6 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def served(cache_store: ModelStore, qwen_cpu: Manifest) -> Iterator[ServerThread]:
-    if not CLIENTS_PYTHON.exists():
-        pytest.skip("no build/clients-venv (scripts/setup.sh installs the third-party clients there)")
     engine = Engine.from_settings(
         store=cache_store, profile="embedded", inventory=discover(), remotes=(), measurements=[]
     )
@@ -72,10 +69,10 @@ def served(cache_store: ModelStore, qwen_cpu: Manifest) -> Iterator[ServerThread
         yield server
 
 
-def test_litellm_openai_provider_tools_and_json(served: ServerThread) -> None:
+def test_litellm_openai_provider_tools_and_json(served: ServerThread, clients_python: Path) -> None:
     ran = subprocess.run(
         [
-            str(CLIENTS_PYTHON),
+            str(clients_python),
             "-c",
             SCRIPT,
             f"{served.url}/v1",

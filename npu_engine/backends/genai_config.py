@@ -100,7 +100,7 @@ def generation_config(
                 config.rng_seed = options.seed
         if options.stop:
             config.stop_strings = set(options.stop)
-            config.include_stop_str_in_output = False
+            config.include_stop_str_in_output = options.include_stop
         if mode != "plain":
             config.num_assistant_tokens = ASSISTANT_TOKENS
         if mode == "prompt_lookup":

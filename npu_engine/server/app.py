@@ -1,6 +1,7 @@
 """`create_app(engine, config)`: the FastAPI application behind `npu-engine serve`. It holds the
 one Engine it is given; nothing is global. Errors answer in the protocol of the route (OpenAI's
-shape under /v1, Ollama's elsewhere), never with a stack trace or a file path."""
+shape under /v1, Anthropic's under /v1/messages, Ollama's elsewhere), never with a stack trace
+or a file path."""
 
 import asyncio
 import contextlib
@@ -16,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from npu_engine.engine import Engine
 from npu_engine.errors import NpuEngineError
+from npu_engine.server.anthropic_routes import anthropic_router
 from npu_engine.server.config import LOCAL_ORIGINS, ServerConfig
 from npu_engine.server.guard import Guard
 from npu_engine.server.metrics import Metrics, route_label
@@ -70,6 +72,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {
             "status": "ok",
+            "version": config.version,
             "profile": engine.profile_name,
             "devices": engine.device_names(),
         }
@@ -82,7 +85,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
             "loaded": [{"model": m, "device": d, "decoding": mode} for m, d, mode in engine.loaded()],
         }
 
-    apis = [openai_router(service), ollama_router(service)]
+    apis = [openai_router(service), anthropic_router(service), ollama_router(service)]
     for api in apis:
         app.include_router(api)
     app.add_middleware(
@@ -90,7 +93,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
         allow_origins=list(config.allowed_origins),
         allow_origin_regex=None if config.allowed_origins else LOCAL_ORIGINS,
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Api-Key"],
+        allow_headers=["Authorization", "Content-Type", "X-Api-Key", "Anthropic-Version", "Anthropic-Beta"],
         expose_headers=["X-Request-Id", "X-NPU-Engine-Tier", "X-NPU-Engine-Model", "X-NPU-Engine-Device"],
     )
     app.add_middleware(

@@ -47,6 +47,13 @@ class ServerConfig:
             allowed.add(self.host.lower())
         return name in allowed
 
+    def origin_allowed(self, origin: str) -> bool:
+        """A browser Origin allowed to call the API: an --allowed-origin, or (when none is given) a
+        page on this machine, as CORS allows them."""
+        if self.allowed_origins:
+            return origin in self.allowed_origins or "*" in self.allowed_origins
+        return re.fullmatch(LOCAL_ORIGINS, origin) is not None
+
 
 def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")

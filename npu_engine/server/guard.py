@@ -1,7 +1,9 @@
 """The server's front door, as one ASGI middleware: a request id on every response, the Host check
-(DNS rebinding), the API key (not asked of CORS preflights, which browsers send without it), the
-body-size limit, one count per route in the metrics, and one log line per request with user input
-escaped. Written as plain ASGI so that streamed responses pass through untouched."""
+(DNS rebinding), the Origin check (a page of another site driving the engine with a "simple"
+cross-site request, which needs no CORS preflight), the API key (not asked of CORS preflights,
+which browsers send without it), the body-size limit, one count per route in the metrics, and
+one log line per request with user input escaped. Written as plain ASGI so that streamed
+responses pass through untouched."""
 
 import json
 import logging
@@ -59,6 +61,8 @@ class Guard:
                 message["headers"] = headers
             await send(message)
 
+        if path.startswith("/api/") and scope["method"] == "POST":
+            scope["headers"] = _as_json(scope["headers"])  # as Ollama reads them: see _as_json
         try:
             refusal = self._refusal(scope["method"], path, headers)
             if refusal is not None:
@@ -85,12 +89,24 @@ class Guard:
     def _refusal(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, str] | None:
         if not self.config.host_allowed(headers.get("host", "")):
             return 403, "this Host is not served here (allowed: loopback and --allowed-host names)", path
+        origin = headers.get("origin")
+        if origin is not None and not self.config.origin_allowed(origin):
+            return 403, "requests from this Origin are refused (allowed: local pages, --allowed-origin)", path
         if self.config.api_key and path not in OPEN_PATHS and not _is_preflight(method, headers):
             given = headers.get("authorization", "").removeprefix("Bearer ").strip()
             given = given or headers.get("x-api-key", "")
             if not secrets.compare_digest(given.encode(), self.config.api_key.encode()):
                 return 401, "a valid API key is required (Authorization: Bearer <key>)", path
         return None
+
+
+def _as_json(raw_headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Ollama reads every request body as JSON whatever its Content-Type says (litellm's Ollama
+    providers send none, `curl -d` sends application/x-www-form-urlencoded), so the Ollama routes
+    do too: a body that is not JSON still gets a 400 saying so. Safe only because a cross-site
+    page's request carries an Origin, which the guard refuses before any route runs."""
+    kept = [(name, value) for name, value in raw_headers if name.lower() != b"content-type"]
+    return [*kept, (b"content-type", b"application/json")]
 
 
 def _is_preflight(method: str, headers: dict[str, str]) -> bool:

@@ -18,6 +18,7 @@ from npu_engine.generation import Message, SamplingOptions
 from npu_engine.manifest import Manifest
 from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
 from npu_engine.server.config import keep_alive_seconds
+from npu_engine.server.discovery import OLLAMA_API_VERSION, capabilities, loaded_context, model_info
 from npu_engine.server.openai_routes import answered_by, engine_headers, planned_headers
 from npu_engine.server.schemas import (
     OllamaChatRequest,
@@ -28,6 +29,7 @@ from npu_engine.server.schemas import (
     _OllamaCommon,
 )
 from npu_engine.server.service import ModelService, Served, mid_stream_message
+from npu_engine.server.thinking import ThinkingStream, split_thinking
 from npu_engine.server.tool_schemas import (
     ollama_call,
     ollama_calls,
@@ -60,10 +62,10 @@ def _request(options: OllamaOptions | None, messages: list[Message], tier: str) 
         stop=tuple(s for s in (o.stop or []) if s),
         seed=o.seed,
     )
-    return GenerateRequest(tuple(messages), tier, sampling)
+    return GenerateRequest(tuple(messages), tier, sampling, context_limit=o.num_ctx)
 
 
-def _timings(result: GenerationResult, started: float) -> dict[str, Any]:
+def _timings(result: GenerationResult, started: float, notes: dict[str, Any]) -> dict[str, Any]:
     m = result.metrics
     return {
         "done_reason": "length" if result.finish_reason == "length" else "stop",
@@ -73,7 +75,7 @@ def _timings(result: GenerationResult, started: float) -> dict[str, Any]:
         "prompt_eval_duration": int(m.ttft_ms * 1_000_000),
         "eval_count": m.output_tokens,
         "eval_duration": int(m.tpot_ms * max(m.output_tokens - 1, 0) * 1_000_000),
-        "npu_engine": answered_by(result),
+        "npu_engine": {**answered_by(result), **notes},
     }
 
 
@@ -105,7 +107,7 @@ def ollama_router(service: ModelService) -> APIRouter:
 
     @router.get("/version")
     async def version() -> dict[str, str]:
-        return {"version": service.version}
+        return {"version": OLLAMA_API_VERSION, "npu_engine": service.version}
 
     @router.get("/tags")
     async def tags() -> dict[str, Any]:
@@ -196,6 +198,7 @@ def _ps(service: ModelService) -> dict[str, Any]:
                 "details": _details(manifest),
                 "expires_at": expires,
                 "size_vram": 0,
+                "context_length": loaded_context(service.engine, manifest.model, device) if manifest else 0,
                 "device": device,
                 "decoding": mode,
             }
@@ -214,14 +217,8 @@ def _show(service: ModelService, body: OllamaShowRequest) -> dict[str, Any]:
         "parameters": "",
         "template": "",
         "details": _details(m),
-        "model_info": {
-            "general.architecture": m.architecture if m else "",
-            "general.parameter_count": m.parameters if m else 0,
-            "npu_engine.tier": served.tier,
-            "npu_engine.recipe": m.recipe.name if m else "",
-            "npu_engine.context_length": m.context_length if m else 0,
-        },
-        "capabilities": ["completion"],
+        "model_info": model_info(service.engine, served),
+        "capabilities": capabilities(service.engine, served),
         "modified_at": m.created if m else _now(),
     }
 
@@ -235,24 +232,61 @@ async def _respond(
     if not messages:  # Ollama: an empty request loads the model, or unloads it with keep_alive 0
         return _load_or_unload(service, served, keep, chat)
     asked = _shaped(_request(body.options, messages, served.tier), body)
+    notes = _notes(service, body, asked)
     if not body.stream:
         # keep_alive takes effect whether the answer comes or the request is refused.
         try:
             result = await service.answer(service.prepare(asked), request.is_disconnected)
         finally:
             _apply_keep_alive(service, served, keep)
-        payload = {"model": body.model, "created_at": _now(), "done": True, **_timings(result, started)}
+        timings = _timings(result, started, notes)
+        payload = {"model": body.model, "created_at": _now(), "done": True, **timings}
         if chat:
             payload["message"] = _assistant(result)
         else:
             payload["response"] = result.text
+        if _thinks(service, body, service.engine.tier(result.tier).model):
+            _with_thinking(payload, *split_thinking(result.text))
         return JSONResponse(payload, headers=engine_headers(result.tier, result.model, result.device))
     prepared = service.prepare(asked)
     pieces = await service.stream(prepared)
-    lines = _ndjson(service, served, keep, pieces, body.model, chat, started)
+    thinking = ThinkingStream() if _thinks(service, body, prepared.job.tier.model) else None
+    lines = _ndjson(service, served, keep, pieces, body.model, chat, started, notes, thinking)
     return StreamingResponse(
         lines, media_type="application/x-ndjson", headers=planned_headers(served, prepared)
     )
+
+
+def _thinks(service: ModelService, body: _OllamaCommon, model: str) -> bool:
+    """Whether the answer's <think> section is given apart, as `thinking`: asked for, by a model
+    that reasons."""
+    return bool(body.think) and service.engine.catalog_model(model).family.reasoning
+
+
+def _with_thinking(payload: dict[str, Any], thinking: str, answer: str) -> None:
+    """Ollama's shape: `message.thinking` on /api/chat, `thinking` on /api/generate."""
+    if "message" in payload:
+        payload["message"] = {**payload["message"], "content": answer, "thinking": thinking}
+    else:
+        payload["response"] = answer
+        payload["thinking"] = thinking
+
+
+def _notes(service: ModelService, body: _OllamaCommon, asked: GenerateRequest) -> dict[str, Any]:
+    """What the answer's `npu_engine` field says of the options taken: the context cap `num_ctx`
+    set, and that `think` was ignored where the tier's model does not reason (where it does, its
+    <think> section is the answer's `thinking`)."""
+    notes: dict[str, Any] = {}
+    if asked.context_limit is not None:
+        notes["num_ctx"] = asked.context_limit
+    if body.think:
+        tiers = service.engine.tiers()
+        models = [tiers[asked.tier].model] if asked.tier in tiers else [t.model for t in tiers.values()]
+        reasoning = {m: service.engine.catalog_model(m).family.reasoning for m in models}
+        plain = sorted(m for m, reasons in reasoning.items() if not reasons)
+        if plain:
+            notes["think"] = f"ignored: {', '.join(plain)} does not reason"
+    return notes
 
 
 def _load_or_unload(service: ModelService, served: Served, keep: float | None, chat: bool) -> JSONResponse:
@@ -283,17 +317,29 @@ async def _ndjson(
     model: str,
     chat: bool,
     started: float,
+    notes: dict[str, Any],
+    thinking: ThinkingStream | None = None,
 ) -> AsyncIterator[str]:
+    def line_of(text: str, thought: str = "") -> str:
+        line: dict[str, Any] = {"model": model, "created_at": _now(), "done": False}
+        if chat:
+            line["message"] = {"role": "assistant", "content": text}
+        else:
+            line["response"] = text
+        if thought:
+            _with_thinking(line, thought, text)
+        return json.dumps(line) + "\n"
+
     try:
         async for piece in pieces:
             if piece.result is None:
-                line: dict[str, Any] = {"model": model, "created_at": _now(), "done": False}
-                if chat:
-                    line["message"] = {"role": "assistant", "content": piece.text}
-                else:
-                    line["response"] = piece.text
-                yield json.dumps(line) + "\n"
+                if thinking is None:
+                    yield line_of(piece.text)
+                elif any(split := thinking.feed(piece.text)):
+                    yield line_of(split[1], split[0])
                 continue
+            if thinking is not None and any(rest := thinking.finish()):
+                yield line_of(rest[1], rest[0])
             if chat and piece.result.tool_calls:  # as Ollama streams them: one line before the last
                 calls = [ollama_call(call) for call in piece.result.tool_calls]
                 line = {"model": model, "created_at": _now(), "done": False}
@@ -303,7 +349,7 @@ async def _ndjson(
                 "model": model,
                 "created_at": _now(),
                 "done": True,
-                **_timings(piece.result, started),
+                **_timings(piece.result, started, notes),
             }
             if chat:
                 final["message"] = {"role": "assistant", "content": ""}

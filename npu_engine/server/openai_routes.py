@@ -12,8 +12,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from npu_engine.engine import Prepared
-from npu_engine.generation import Message, SamplingOptions
+from npu_engine.errors import UserInputError
+from npu_engine.generation import MAX_SEED, Message, SamplingOptions
 from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
+from npu_engine.server.discovery import served_context
 from npu_engine.server.schemas import (
     ChatCompletionRequest,
     ChatMessage,
@@ -65,13 +67,45 @@ def _request(
     return GenerateRequest(tuple(messages), tier, options)
 
 
-def _usage(result: GenerationResult) -> dict[str, int]:
+def _usage(result: GenerationResult, choices: list[GenerationResult] | None = None) -> dict[str, int]:
+    """OpenAI's usage: the prompt counted once, the completion tokens of every choice."""
     m = result.metrics
+    output = sum(c.metrics.output_tokens for c in choices) if choices else m.output_tokens
     return {
         "prompt_tokens": m.input_tokens,
-        "completion_tokens": m.output_tokens,
-        "total_tokens": m.input_tokens + m.output_tokens,
+        "completion_tokens": output,
+        "total_tokens": m.input_tokens + output,
     }
+
+
+def _choice(result: GenerationResult, index: int, chat: bool) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": index, "finish_reason": _finish(result), "logprobs": None}
+    if chat:
+        choice["message"] = _assistant(result)
+    else:
+        choice["text"] = result.text
+    return choice
+
+
+def _check_unserved(body: _OpenAISampling) -> None:
+    """Refuse, naming the field, what this server cannot answer rather than ignore it."""
+    if body.n > 1 and body.stream:
+        raise UserInputError("n > 1 is served only without stream (each choice is its own generation)")
+    if body.logprobs or body.top_logprobs:
+        raise UserInputError(
+            "logprobs are not available: OpenVINO GenAI 2026.4's pipelines return no per-token "
+            "log probabilities"
+        )
+
+
+def _more_choices(asked: GenerateRequest, n: int) -> list[GenerateRequest]:
+    """The requests for choices 1 to n - 1: each its own generation, the same when greedy; when
+    sampling, seeded seed + i (from a random seed when none was given), so that they differ."""
+    options = asked.options
+    if options.temperature == 0:
+        return [asked] * (n - 1)
+    base = options.seed if options.seed is not None else secrets.randbelow(2**62)
+    return [replace(asked, options=replace(options, seed=(base + i) % (MAX_SEED + 1))) for i in range(1, n)]
 
 
 def _finish(result: GenerationResult) -> str:
@@ -118,10 +152,7 @@ def openai_router(service: ModelService) -> APIRouter:
         now = int(time.time())
         return {
             "object": "list",
-            "data": [
-                {"id": s.name, "object": "model", "created": now, "owned_by": "npu-engine", "tier": s.tier}
-                for s in service.served()
-            ],
+            "data": [_model_entry(service, s, now) for s in service.served()],
         }
 
     @router.post("/chat/completions")
@@ -137,6 +168,21 @@ def openai_router(service: ModelService) -> APIRouter:
     return router
 
 
+def _model_entry(service: ModelService, served: Served, created: int) -> dict[str, Any]:
+    """A /v1/models entry with the context the name accepts, under the names clients read:
+    `context_length` (LM Studio, OpenRouter) and `max_model_len` (vLLM)."""
+    context = served_context(service.engine, served)
+    return {
+        "id": served.name,
+        "object": "model",
+        "created": created,
+        "owned_by": "npu-engine",
+        "tier": served.tier,
+        "context_length": context,
+        "max_model_len": context,
+    }
+
+
 def _role(role: str) -> str:
     return "system" if role == "developer" else role
 
@@ -145,6 +191,7 @@ async def _complete(
     service: ModelService, body: _OpenAISampling, messages: list[Message], request: Request, chat: bool
 ) -> Any:
     served = service.tier_of(body.model)
+    _check_unserved(body)
     asked = _request(body, messages, served.tier, DEFAULT_MAX_TOKENS if chat else 16)
     if isinstance(body, ChatCompletionRequest):
         asked = _with_tools(asked, body)
@@ -153,18 +200,16 @@ async def _complete(
     created = int(time.time())
     if not body.stream:
         result = await service.answer(prepared, request.is_disconnected)
-        choice: dict[str, Any] = {"index": 0, "finish_reason": _finish(result), "logprobs": None}
-        if chat:
-            choice["message"] = _assistant(result)
-        else:
-            choice["text"] = result.text
+        results = [result]
+        for more in _more_choices(asked, body.n):
+            results.append(await service.answer(service.prepare(more), request.is_disconnected))
         payload = {
             "id": ident,
             "object": "chat.completion" if chat else "text_completion",
             "created": created,
             "model": body.model,
-            "choices": [choice],
-            "usage": _usage(result),
+            "choices": [_choice(one, index, chat) for index, one in enumerate(results)],
+            "usage": _usage(result, results),
             "system_fingerprint": f"npu-engine:{result.device}",
             "npu_engine": answered_by(result),
         }

@@ -14,6 +14,7 @@ from npu_engine.server.tool_schemas import (
 )
 
 MAX_TOKENS_CAP = 32768
+MAX_CHOICES = 4  # OpenAI's `n`: each choice is a generation of its own, one after the other
 
 
 class _Lenient(BaseModel):
@@ -52,7 +53,9 @@ class _OpenAISampling(_Lenient):
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = Field(default=None)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    n: int = Field(default=1, ge=1, le=1, description="only 1 is supported")
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES, description=f"at most {MAX_CHOICES}, without stream")
+    logprobs: bool | int | None = Field(default=None, description="not available: a 400 when asked for")
+    top_logprobs: int | None = Field(default=None, ge=0, le=20, description="not available")
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -80,6 +83,7 @@ class OllamaOptions(_Lenient):
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     stop: list[str] | None = None
+    num_ctx: int | None = Field(default=None, ge=1, le=2**31 - 1, description="a cap on the context")
 
 
 class OllamaMessage(_Lenient):
@@ -96,6 +100,9 @@ class _OllamaCommon(_Lenient):
     keep_alive: str | float | None = Field(
         default=None,
         description='seconds, or a duration such as "5m", up to ten years; 0 unloads now, -1 keeps loaded',
+    )
+    think: bool | Literal["low", "medium", "high"] | None = Field(
+        default=None, description="taken; models that do not reason ignore it, and the answer says so"
     )
 
 
@@ -121,6 +128,27 @@ def openai_error(message: str, kind: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
+# Our error kinds as Anthropic names them.
+_ANTHROPIC_KINDS = {
+    "invalid_request_error": "invalid_request_error",
+    "context_length_exceeded": "invalid_request_error",
+    "authentication_error": "authentication_error",
+    "permission_error": "permission_error",
+    "not_found_error": "not_found_error",
+    "server_busy": "overloaded_error",
+    "no_device_available": "overloaded_error",
+    "server_error": "api_error",
+}
+
+
+def anthropic_error(message: str, kind: str) -> dict[str, Any]:
+    """Anthropic's error shape: {"type": "error", "error": {"type": ..., "message": ...}}."""
+    return {"type": "error", "error": {"type": _ANTHROPIC_KINDS.get(kind, "api_error"), "message": message}}
+
+
 def error_payload(path: str, message: str, kind: str) -> dict[str, Any]:
-    """An error in the protocol the path speaks: OpenAI's shape under /v1, Ollama's elsewhere."""
+    """An error in the protocol the path speaks: Anthropic's under /v1/messages, OpenAI's
+    elsewhere under /v1, Ollama's elsewhere."""
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return anthropic_error(message, kind)
     return openai_error(message, kind) if path.startswith("/v1") else {"error": message}
