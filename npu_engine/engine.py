@@ -27,7 +27,9 @@ from npu_engine.errors import (
     UserInputError,
     presentable,
 )
-from npu_engine.generation import GenerationMetrics, Message, TextSink
+from npu_engine.families import ModelFamily
+from npu_engine.generation import GenerationMetrics, Message, RawPrompt, TextSink
+from npu_engine.infill import InfillEnd, InfillStream, fim_parts
 from npu_engine.manifest import Manifest
 from npu_engine.pipelines import Pipeline, PipelineKey, PipelinePool
 from npu_engine.planner import Planner
@@ -216,7 +218,7 @@ class Engine:
         route: Route | None = None
         lenient = False
         if request.tier == AUTO:
-            route = self._router.route(request.messages)
+            route = self._router.route_completion() if request.raw else self._router.route(request.messages)
             # The router's prompt lookup is a preference: where it cannot run (the NPU), decode plainly.
             lenient = request.decoding == "auto" and route.strategy == "prompt_lookup"
             request = replace(
@@ -227,7 +229,8 @@ class Engine:
         every = self._store.manifests()
         mine = tuple(m for m in every if m.model in (tier.model, tier.draft))
         chain = self._chain(request.tier, every)
-        return Prepared(Job(request, tier, mine, lenient), chain, route)
+        raw, infill = self._raw_prompt(request, tier)
+        return Prepared(Job(request, tier, mine, lenient, raw, infill), chain, route)
 
     def run(self, prepared: Prepared, on_text: TextSink | None = None) -> GenerationResult:
         """Walk the prepared chain until a target answers; each step that does not is reported.
@@ -247,7 +250,10 @@ class Engine:
                 steps.append(FallbackStep(target.name, f"skipped: failed {skip}"))
                 continue
             try:
-                result = target.answer(prepared.job, heard)
+                if prepared.job.infill is None:
+                    result = target.answer(prepared.job, heard)
+                else:  # each target starts the infill over, so each gets its own stream
+                    result = _infill_answer(target, prepared.job, prepared.job.infill, heard)
                 return replace(result, fallback=tuple(steps), route=prepared.route)
             except Unavailable as unavailable:
                 steps.append(FallbackStep(target.name, str(unavailable)))
@@ -265,6 +271,29 @@ class Engine:
                 steps.append(FallbackStep(target.name, f"failed: {reason}"))
         detail = "; ".join(f"{s.target}: {s.reason}" for s in steps) or "the chain is empty"
         raise GenerationError(f"no device or fallback could answer tier {tier!r} ({detail})")
+
+    def complete(
+        self,
+        prompt: str,
+        *,
+        suffix: str | None = None,
+        on_text: TextSink | None = None,
+        **keywords: Any,
+    ) -> GenerationResult:
+        """Continue `prompt` as given, without the chat template; with `suffix`, fill in the code
+        between `prompt` and `suffix` with the FIM tokens of the tier's model family (a
+        UserInputError when it has none). Keywords as GenerateRequest.completion's (tier,
+        max_new_tokens (64), temperature, top_p, stop, seed, decoding); `tier="auto"` is the tier
+        the router sends code to. An infill stops at the family's FIM end tokens and at the
+        blank-line and indentation rules of `infill.py`."""
+        request = GenerateRequest.completion(prompt, suffix=suffix, **keywords)
+        return self.run(self.prepare(request), on_text)
+
+    def family(self, tier: str) -> ModelFamily:
+        """The model family of the tier's model (`auto`: of the code tier's, where raw completions go)."""
+        if tier == AUTO:
+            tier = self._router.route_completion().tier
+        return self._planner.catalog.model(self._planner.tier(tier).model).family
 
     def generate_on(
         self,
@@ -375,6 +404,28 @@ class Engine:
 
     # -- internals ------------------------------------------------------------------------------
 
+    def _raw_prompt(
+        self, request: GenerateRequest, tier: TierSpec
+    ) -> tuple[RawPrompt | None, InfillEnd | None]:
+        """The text a raw completion continues, and for an infill the rules that end it: a
+        `suffix`, or a prompt already in the family's FIM form, is an infill."""
+        if request.prompt is None:
+            return None, None
+        family = self._planner.catalog.model(tier.model).family
+        infill = family.infill
+        if request.suffix is not None:
+            if infill is None:
+                raise UserInputError(
+                    f"suffix: {tier.model} (tier {tier.tier}) cannot fill in the middle; send the "
+                    "prompt without a suffix, or use a tier whose model can (an `insert` capability)"
+                )
+            before, after = request.prompt, request.suffix
+            return RawPrompt(infill.prompt(before, after), infill.stop), InfillEnd.around(before, after)
+        parts = fim_parts(infill, request.prompt) if infill is not None else None
+        if infill is None or parts is None:
+            return RawPrompt(request.prompt), None
+        return RawPrompt(request.prompt, infill.stop), InfillEnd.around(*parts)
+
     def _chain(self, tier: str, manifests: Sequence[Manifest]) -> tuple[Target, ...]:
         devices: list[Target] = [self._devices[d.name] for d in self._planner.devices(tier, manifests)]
         return (*devices, *self._remotes)
@@ -400,6 +451,15 @@ def _request(prompt: str | Sequence[Message] | GenerateRequest, keywords: dict[s
             raise TypeError("pass a GenerateRequest alone, or a prompt with keywords")
         return prompt
     return GenerateRequest.of(prompt, **keywords)
+
+
+def _infill_answer(target: Target, job: Job, rule: InfillEnd, heard: TextSink) -> GenerationResult:
+    """The target's answer to an infill, relayed and cut by the infill's rules (see infill.py);
+    ended by a rule, it finished ("stop"), not cancelled."""
+    stream = InfillStream(rule, heard)
+    result = target.answer(job, stream.hear)
+    text, ended = stream.finish(result.text)
+    return replace(result, text=text, finish_reason="stop" if ended else result.finish_reason)
 
 
 def fast_tier_generate(engine: Engine) -> Callable[[str], str]:

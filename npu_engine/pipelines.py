@@ -3,13 +3,13 @@ unloaded when idle past the keep-alive or when a new load would break the memory
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from npu_engine.errors import EngineBusyError
-from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink
+from npu_engine.generation import Prompt, RawGeneration, SamplingOptions, TextSink
 
 PipelineKey = tuple[str, str, str]  # (model, device, decoding mode)
 
@@ -18,10 +18,10 @@ class Pipeline(Protocol):
     load_seconds: float
     concurrent: bool  # True when callers may generate at once (continuous batching)
 
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int: ...
+    def count_prompt_tokens(self, prompt: Prompt) -> int: ...
 
     def generate(
-        self, messages: Sequence[Message], options: SamplingOptions, on_text: TextSink | None = None
+        self, prompt: Prompt, options: SamplingOptions, on_text: TextSink | None = None
     ) -> RawGeneration: ...
 
 

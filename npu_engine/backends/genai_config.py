@@ -6,7 +6,7 @@ from typing import Any
 
 from npu_engine.backends.pipeline_spec import DecodingMode
 from npu_engine.errors import UserInputError, presentable
-from npu_engine.generation import Message, SamplingOptions
+from npu_engine.generation import Message, Prompt, RawPrompt, SamplingOptions
 
 ASSISTANT_TOKENS = 5
 LOOKUP_NGRAM = 3
@@ -37,12 +37,19 @@ def count_tokens(tokenizer: Any, text: str) -> int:
         raise UserInputError(f"the model's tokenizer refused the text: {presentable(error)}") from error
 
 
-def generation_config(genai: Any, options: SamplingOptions, mode: DecodingMode) -> Any:
+def generation_config(
+    genai: Any, options: SamplingOptions, mode: DecodingMode, stop_token_ids: frozenset[int] = frozenset()
+) -> Any:
     """The GenerationConfig for `options` and a decoding mode, checked by OpenVINO GenAI's own
     validation so that whatever it refuses is the request's fault (UserInputError), found before
-    the request reaches a pipeline rather than as a failure of the device running it."""
+    the request reaches a pipeline rather than as a failure of the device running it.
+
+    `stop_token_ids` end the answer besides the model's own end tokens (a raw prompt's FIM end
+    tokens, see `stop_ids`)."""
     try:
         config = genai.GenerationConfig(max_new_tokens=options.max_new_tokens)
+        if stop_token_ids:
+            config.stop_token_ids = set(config.stop_token_ids) | set(stop_token_ids)
         if options.temperature > 0:
             config.do_sample = True
             config.temperature = options.temperature
@@ -62,16 +69,36 @@ def generation_config(genai: Any, options: SamplingOptions, mode: DecodingMode) 
     return config
 
 
+def stop_ids(tokenizer: Any, tokens: Sequence[str]) -> frozenset[int]:
+    """The ids of those of `tokens` that are one token each (FIM end tokens are special tokens,
+    which stop strings never match: the text they are matched against leaves special tokens out)."""
+    found = set()
+    for token in tokens:
+        ids = tokenizer.encode(token, add_special_tokens=False).input_ids.data[0]
+        if len(ids) == 1:
+            found.add(int(ids[0]))
+    return frozenset(found)
+
+
 class ChatPrompting:
     """Chat-template rendering and prompt counting for pipelines holding `_genai` and `_tokenizer`."""
 
     _genai: Any
     _tokenizer: Any
 
-    def chat_prompt(self, messages: Sequence[Message]) -> str:
-        """The prompt text after the model's chat template, as the pipeline will see it."""
-        return chat_prompt(self._genai, self._tokenizer, messages)
+    def chat_prompt(self, prompt: Prompt) -> str:
+        """The prompt text as the pipeline will see it: a raw prompt as it is, chat messages after
+        the model's chat template."""
+        if isinstance(prompt, RawPrompt):
+            return prompt.text
+        return chat_prompt(self._genai, self._tokenizer, prompt)
 
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        """Tokens of the prompt after the chat template."""
-        return count_tokens(self._tokenizer, self.chat_prompt(messages))
+    def count_prompt_tokens(self, prompt: Prompt) -> int:
+        """Tokens of the prompt as the pipeline will see it."""
+        return count_tokens(self._tokenizer, self.chat_prompt(prompt))
+
+    def stop_token_ids(self, prompt: Prompt) -> frozenset[int]:
+        """The extra end tokens of a raw prompt (none for chat messages)."""
+        if isinstance(prompt, RawPrompt) and prompt.stop_tokens:
+            return stop_ids(self._tokenizer, prompt.stop_tokens)
+        return frozenset()

@@ -1,15 +1,15 @@
 """Running IR models with openvino_genai.LLMPipeline: plain, draft-model speculative, or prompt lookup."""
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from npu_engine.backends.genai_config import ChatPrompting, generation_config
 from npu_engine.backends.pipeline_spec import PipelineSpec
 from npu_engine.generation import (
     GenerationMetrics,
-    Message,
+    Prompt,
     RawGeneration,
+    RawPrompt,
     SamplingOptions,
     TextSink,
     finish_reason,
@@ -46,9 +46,9 @@ class OpenVinoPipeline(ChatPrompting):
         self.load_seconds = time.monotonic() - started
 
     def generate(
-        self, messages: Sequence[Message], options: SamplingOptions, on_text: TextSink | None = None
+        self, prompt: Prompt, options: SamplingOptions, on_text: TextSink | None = None
     ) -> RawGeneration:
-        config = generation_config(self._genai, options, self.spec.mode)
+        config = generation_config(self._genai, options, self.spec.mode, self.stop_token_ids(prompt))
         cancelled = False
 
         def stream(text: str) -> Any:
@@ -58,7 +58,12 @@ class OpenVinoPipeline(ChatPrompting):
                 return self._genai.StreamingStatus.CANCEL
             return self._genai.StreamingStatus.RUNNING
 
-        result = self._pipeline.generate(self._genai.ChatHistory(list(messages)), config, stream)
+        if isinstance(prompt, RawPrompt):
+            config.apply_chat_template = False  # a raw prompt is completed as it is
+            inputs: Any = [prompt.text]  # a list: the results then carry their metrics
+        else:
+            inputs = self._genai.ChatHistory(list(prompt))
+        result = self._pipeline.generate(inputs, config, stream)
         metrics = result.perf_metrics
         output_tokens = int(metrics.get_num_generated_tokens())
         accepted = None

@@ -17,6 +17,8 @@ from npu_engine.generation import Message, SamplingOptions
 from npu_engine.manifest import Manifest
 from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
 from npu_engine.server.config import keep_alive_seconds
+from npu_engine.server.ollama_prompt import Generate, generate_request
+from npu_engine.server.ollama_template import show_parameters, show_template
 from npu_engine.server.openai_routes import answered_by, engine_headers, planned_headers
 from npu_engine.server.schemas import (
     OllamaChatRequest,
@@ -40,18 +42,17 @@ def _now() -> str:
     return _rfc3339(datetime.now(UTC))
 
 
-def _request(options: OllamaOptions | None, messages: list[Message], tier: str) -> GenerateRequest:
-    """The engine's request for Ollama's `options` (num_predict 0 or below: the default)."""
+def _sampling(options: OllamaOptions | None) -> SamplingOptions:
+    """The engine's sampling options for Ollama's `options` (num_predict 0 or below: the default)."""
     o = options or OllamaOptions()
     predict = o.num_predict if o.num_predict and o.num_predict > 0 else DEFAULT_PREDICT
-    sampling = SamplingOptions(
+    return SamplingOptions(
         max_new_tokens=predict,
         temperature=o.temperature if o.temperature is not None else 0.0,
         top_p=o.top_p if o.top_p is not None else 1.0,
         stop=tuple(s for s in (o.stop or []) if s),
         seed=o.seed,
     )
-    return GenerateRequest(tuple(messages), tier, sampling)
 
 
 def _timings(result: GenerationResult, started: float) -> dict[str, Any]:
@@ -113,14 +114,15 @@ def ollama_router(service: ModelService) -> APIRouter:
     @router.post("/chat")
     async def chat(body: OllamaChatRequest, request: Request) -> Any:
         messages: list[Message] = [{"role": m.role, "content": m.content} for m in body.messages]
-        return await _respond(service, body, messages, request, chat=True)
+        served = service.tier_of(body.model)
+        asked = Generate(GenerateRequest(tuple(messages), served.tier, _sampling(body.options)))
+        return await _respond(service, body, served, asked if messages else None, request, chat=True)
 
     @router.post("/generate")
     async def generate(body: OllamaGenerateRequest, request: Request) -> Any:
-        messages: list[Message] = [{"role": "system", "content": body.system}] if body.system else []
-        if body.prompt:
-            messages.append({"role": "user", "content": body.prompt})
-        return await _respond(service, body, messages, request, chat=False)
+        served = service.tier_of(body.model)
+        asked = generate_request(body, served.tier, _sampling(body.options))
+        return await _respond(service, body, served, asked, request, chat=False)
 
     return router
 
@@ -175,10 +177,11 @@ def _show(service: ModelService, body: OllamaShowRequest) -> dict[str, Any]:
         raise UnknownModelError("model is required")
     served = service.resolve(name)
     m = served.manifest
+    family = service.engine.family(served.tier)
     return {
         "modelfile": "",
-        "parameters": "",
-        "template": "",
+        "parameters": show_parameters(family, _context_of(service, served)),
+        "template": show_template(family),
         "details": _details(m),
         "model_info": {
             "general.architecture": m.architecture if m else "",
@@ -187,24 +190,35 @@ def _show(service: ModelService, body: OllamaShowRequest) -> dict[str, Any]:
             "npu_engine.recipe": m.recipe.name if m else "",
             "npu_engine.context_length": m.context_length if m else 0,
         },
-        "capabilities": ["completion"],
+        "capabilities": list(family.capabilities()),
         "modified_at": m.created if m else _now(),
     }
 
 
+def _context_of(service: ModelService, served: Served) -> int:
+    """The context a request for `served` gets: its tier's planned context, within the model's."""
+    tiers = service.engine.tiers()
+    tier = tiers.get(served.tier) or tiers.get("code") or next(iter(tiers.values()))
+    model = served.manifest.context_length if served.manifest else tier.context
+    return min(tier.context, model)
+
+
 async def _respond(
-    service: ModelService, body: _OllamaCommon, messages: list[Message], request: Request, chat: bool
+    service: ModelService,
+    body: _OllamaCommon,
+    served: Served,
+    asked: Generate | None,
+    request: Request,
+    chat: bool,
 ) -> Any:
-    served = service.tier_of(body.model)
     keep = keep_alive_seconds(body.keep_alive)
     started = time.monotonic()
-    if not messages:  # Ollama: an empty request loads the model, or unloads it with keep_alive 0
+    if asked is None:  # Ollama: an empty request loads the model, or unloads it with keep_alive 0
         return _load_or_unload(service, served, keep, chat)
-    asked = _request(body.options, messages, served.tier)
     if not body.stream:
         # keep_alive takes effect whether the answer comes or the request is refused.
         try:
-            result = await service.answer(service.prepare(asked), request.is_disconnected)
+            result = await service.answer(service.prepare(asked.request), request.is_disconnected)
         finally:
             _apply_keep_alive(service, served, keep)
         payload = {"model": body.model, "created_at": _now(), "done": True, **_timings(result, started)}
@@ -212,13 +226,21 @@ async def _respond(
             payload["message"] = {"role": "assistant", "content": result.text}
         else:
             payload["response"] = result.text
+            _add_context(payload, asked, result.text)
         return JSONResponse(payload, headers=engine_headers(result.tier, result.model, result.device))
-    prepared = service.prepare(asked)
+    prepared = service.prepare(asked.request)
     pieces = await service.stream(prepared)
-    lines = _ndjson(service, served, keep, pieces, body.model, chat, started)
+    lines = _ndjson(service, served, keep, pieces, body.model, asked if not chat else None, started)
     return StreamingResponse(
         lines, media_type="application/x-ndjson", headers=planned_headers(served, prepared)
     )
+
+
+def _add_context(payload: dict[str, Any], generated: Generate, answer: str) -> None:
+    """A generate chat turn's answer carries its `context` (see ollama_prompt.py)."""
+    context = generated.context(answer)
+    if context is not None:
+        payload["context"] = context
 
 
 def _load_or_unload(service: ModelService, served: Served, keep: float | None, chat: bool) -> JSONResponse:
@@ -247,9 +269,12 @@ async def _ndjson(
     keep: float | None,
     pieces: AsyncIterator[StreamChunk],
     model: str,
-    chat: bool,
+    generated: Generate | None,
     started: float,
 ) -> AsyncIterator[str]:
+    """The NDJSON lines of a chat's answer, or of a generate's (`generated`: its request)."""
+    chat = generated is None
+    answer: list[str] = []
     try:
         async for piece in pieces:
             if piece.result is None:
@@ -258,6 +283,7 @@ async def _ndjson(
                     line["message"] = {"role": "assistant", "content": piece.text}
                 else:
                     line["response"] = piece.text
+                    answer.append(piece.text)
                 yield json.dumps(line) + "\n"
                 continue
             final: dict[str, Any] = {
@@ -266,10 +292,11 @@ async def _ndjson(
                 "done": True,
                 **_timings(piece.result, started),
             }
-            if chat:
+            if generated is None:
                 final["message"] = {"role": "assistant", "content": ""}
             else:
                 final["response"] = ""
+                _add_context(final, generated, "".join(answer))
             yield json.dumps(final) + "\n"
     except Exception as error:  # after the status line: the stream itself carries the error
         log.exception("stream failed")

@@ -5,6 +5,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -89,8 +90,7 @@ def openai_router(service: ModelService) -> APIRouter:
 
     @router.post("/completions")
     async def completions(body: CompletionRequest, request: Request) -> Any:
-        prompt: list[Message] = [{"role": "user", "content": body.prompt}]
-        return await _complete(service, body, prompt, request, chat=False)
+        return await _complete(service, body, [], request, chat=False)
 
     return router
 
@@ -103,7 +103,10 @@ async def _complete(
     service: ModelService, body: _OpenAISampling, messages: list[Message], request: Request, chat: bool
 ) -> Any:
     served = service.tier_of(body.model)
-    prepared = service.prepare(_request(body, messages, served.tier, DEFAULT_MAX_TOKENS if chat else 16))
+    asked = _request(body, messages, served.tier, DEFAULT_MAX_TOKENS if chat else 16)
+    if isinstance(body, CompletionRequest):  # completed as given, or filled in before the suffix
+        asked = replace(asked, prompt=body.prompt, suffix=body.suffix or None)
+    prepared = service.prepare(asked)
     ident = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
     created = int(time.time())
     if not body.stream:
