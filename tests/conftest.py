@@ -16,6 +16,7 @@ from npu_engine.store import ModelStore
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"
 SMOLLM = "smollm2-135m-instruct"
+QWEN = "qwen2.5-coder-0.5b-instruct"
 PRIME_PROMPT = "Write a Python function to check if a number is prime."
 
 
@@ -70,3 +71,15 @@ def smollm_hf_folder(cache_store: ModelStore, smollm_gguf: Path) -> Path:
         dequantize_gguf(read_gguf(smollm_gguf), partial)
         partial.rename(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def qwen_cpu(cache_store: ModelStore) -> Manifest:
+    """Qwen2.5-Coder-0.5B converted with the CPU default recipe (for the slow tests)."""
+    return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{QWEN}", device="cpu")).manifest
+
+
+@pytest.fixture(scope="session")
+def qwen_npu(cache_store: ModelStore) -> Manifest:
+    """Qwen2.5-Coder-0.5B converted with the NPU default recipe (for the slow tests)."""
+    return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{QWEN}", device="npu")).manifest
