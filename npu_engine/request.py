@@ -96,7 +96,7 @@ class GenerateRequest:
         validate_messages(self.messages)
         if self.prompt is None:
             if self.suffix is not None:
-                raise UserInputError("suffix needs a prompt: it is the code after the prompt's")
+                raise UserInputError("suffix needs a prompt: the code before the gap it closes")
             return self
         if self.messages:
             raise UserInputError("a raw completion has a prompt and no messages")
