@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from npu_engine.errors import (
 )
 from npu_engine.families import ModelFamily
 from npu_engine.generation import GenerationMetrics, Message, RawPrompt, TextSink
-from npu_engine.infill import InfillEnd, InfillStream, fim_parts
+from npu_engine.infill import InfillEnd, InfillStream, completion_prompt
 from npu_engine.manifest import Manifest
 from npu_engine.pipelines import Pipeline, PipelineKey, PipelinePool
 from npu_engine.planner import Planner
@@ -229,7 +230,7 @@ class Engine:
         every = self._store.manifests()
         mine = tuple(m for m in every if m.model in (tier.model, tier.draft))
         chain = self._chain(request.tier, every)
-        raw, infill = self._raw_prompt(request, tier)
+        raw, infill = (None, None) if request.prompt is None else self._completion(request, tier)
         return Prepared(Job(request, tier, mine, lenient, raw, infill), chain, route)
 
     def run(self, prepared: Prepared, on_text: TextSink | None = None) -> GenerationResult:
@@ -253,7 +254,8 @@ class Engine:
                 if prepared.job.infill is None:
                     result = target.answer(prepared.job, heard)
                 else:  # each target starts the infill over, so each gets its own stream
-                    result = _infill_answer(target, prepared.job, prepared.job.infill, heard)
+                    stream = InfillStream(prepared.job.infill, heard)
+                    result = stream.relay(partial(target.answer, prepared.job))
                 return replace(result, fallback=tuple(steps), route=prepared.route)
             except Unavailable as unavailable:
                 steps.append(FallbackStep(target.name, str(unavailable)))
@@ -404,27 +406,12 @@ class Engine:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _raw_prompt(
-        self, request: GenerateRequest, tier: TierSpec
-    ) -> tuple[RawPrompt | None, InfillEnd | None]:
-        """The text a raw completion continues, and for an infill the rules that end it: a
-        `suffix`, or a prompt already in the family's FIM form, is an infill."""
-        if request.prompt is None:
-            return None, None
+    def _completion(self, request: GenerateRequest, tier: TierSpec) -> tuple[RawPrompt, InfillEnd | None]:
+        """A raw completion's text for the tier's model, and an infill's end rules (infill.py)."""
         family = self._planner.catalog.model(tier.model).family
-        infill = family.infill
-        if request.suffix is not None:
-            if infill is None:
-                raise UserInputError(
-                    f"suffix: {tier.model} (tier {tier.tier}) cannot fill in the middle; send the "
-                    "prompt without a suffix, or use a tier whose model can (an `insert` capability)"
-                )
-            before, after = request.prompt, request.suffix
-            return RawPrompt(infill.prompt(before, after), infill.stop), InfillEnd.around(before, after)
-        parts = fim_parts(infill, request.prompt) if infill is not None else None
-        if infill is None or parts is None:
-            return RawPrompt(request.prompt), None
-        return RawPrompt(request.prompt, infill.stop), InfillEnd.around(*parts)
+        return completion_prompt(
+            family, f"{tier.model} (tier {tier.tier})", request.prompt or "", request.suffix
+        )
 
     def _chain(self, tier: str, manifests: Sequence[Manifest]) -> tuple[Target, ...]:
         devices: list[Target] = [self._devices[d.name] for d in self._planner.devices(tier, manifests)]
@@ -451,15 +438,6 @@ def _request(prompt: str | Sequence[Message] | GenerateRequest, keywords: dict[s
             raise TypeError("pass a GenerateRequest alone, or a prompt with keywords")
         return prompt
     return GenerateRequest.of(prompt, **keywords)
-
-
-def _infill_answer(target: Target, job: Job, rule: InfillEnd, heard: TextSink) -> GenerationResult:
-    """The target's answer to an infill, relayed and cut by the infill's rules (see infill.py);
-    ended by a rule, it finished ("stop"), not cancelled."""
-    stream = InfillStream(rule, heard)
-    result = target.answer(job, stream.hear)
-    text, ended = stream.finish(result.text)
-    return replace(result, text=text, finish_reason="stop" if ended else result.finish_reason)
 
 
 def fast_tier_generate(engine: Engine) -> Callable[[str], str]:

@@ -1,8 +1,9 @@
 """Where a fill-in-the-middle answer ends, so that autocomplete gets a short answer fast.
 
 Besides the family's FIM end tokens (stop tokens, see `families.Infill.stop`) two rules end an
-infill, as llama-server's `/infill` does with its `n_indent` (tools/server: a new line indented
-less than the cursor's line ends the completion, and that line is cut):
+infill. The first is llama-server's `n_indent` (tools/server: once a new line has come, a line
+indented less than `n_indent` ends the completion and is cut), with `n_indent` read from the
+prompt, where llama-server takes it from the client (llama.vim sends the cursor's indentation):
 
 - **Dedent**: once the answer has gone to a new line, a line whose first non-blank character
   stands left of the cursor's indentation (the leading spaces and tabs of the prefix's last line,
@@ -16,10 +17,13 @@ Both cut at the start of a line, so a kept answer ends with the newline of its l
 is judged when its first non-blank character (or its end, for a blank line) arrives, so a stream
 holds back at most the indentation of the line being written."""
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from npu_engine.families import Infill
-from npu_engine.generation import TextSink
+from npu_engine.errors import UserInputError
+from npu_engine.families import Infill, ModelFamily
+from npu_engine.generation import RawPrompt, TextSink
+from npu_engine.request import GenerationResult
 
 BLANK = " \t\r"
 
@@ -85,6 +89,13 @@ class InfillStream:
             return True
         return self._send(self.rule.settled(self.text))
 
+    def relay(self, answer: Callable[[TextSink], GenerationResult]) -> GenerationResult:
+        """`answer` (a target's, hearing this stream) cut by the rules; ended by a rule, it
+        finished ("stop"), not cancelled."""
+        result = answer(self.hear)
+        text, ended = self.finish(result.text)
+        return replace(result, text=text, finish_reason="stop" if ended else result.finish_reason)
+
     def finish(self, text: str) -> tuple[str, bool]:
         """The answer's whole text cut by the rules, after relaying what was held back; and
         whether a rule ended it. `text` is the backend's answer, which leaves out stop strings."""
@@ -115,3 +126,23 @@ def fim_parts(infill: Infill, prompt: str) -> tuple[str, str] | None:
     if not found_prefix:
         return None
     return before, after
+
+
+def completion_prompt(
+    family: ModelFamily, model: str, prompt: str, suffix: str | None
+) -> tuple[RawPrompt, InfillEnd | None]:
+    """The text a raw completion of `model` (a family member, named in errors) continues, and for
+    an infill the rules that end it. A `suffix`, or a prompt already in the family's FIM form, is
+    an infill; a suffix for a family without FIM tokens is a UserInputError naming `suffix`."""
+    infill = family.infill
+    if suffix is not None:
+        if infill is None:
+            raise UserInputError(
+                f"suffix: {model} cannot fill in the middle; send the prompt without a suffix, "
+                "or use a tier whose model can (an `insert` capability)"
+            )
+        return RawPrompt(infill.prompt(prompt, suffix), infill.stop), InfillEnd.around(prompt, suffix)
+    parts = fim_parts(infill, prompt) if infill is not None else None
+    if infill is None or parts is None:
+        return RawPrompt(prompt), None
+    return RawPrompt(prompt, infill.stop), InfillEnd.around(*parts)

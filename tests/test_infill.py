@@ -6,7 +6,8 @@ import pytest
 
 from npu_engine.catalog import load_catalog
 from npu_engine.errors import UserInputError
-from npu_engine.infill import InfillEnd, InfillStream, fim_parts
+from npu_engine.generation import RawPrompt
+from npu_engine.infill import InfillEnd, InfillStream, completion_prompt, fim_parts
 from npu_engine.server.ollama_prompt import decode_context, encode_context
 from npu_engine.server.ollama_template import render, show_parameters, show_template
 
@@ -62,6 +63,26 @@ def test_prompts_in_a_familys_fim_form_are_read_back() -> None:
     assert fim_parts(infill, "<|repo_name|>r\n<|file_sep|>a.py\n" + infill.prompt("a", "b")) == ("a", "b")
     assert fim_parts(infill, "def f():\n") is None
     assert fim_parts(infill, "<|fim_suffix|>b<|fim_middle|>") is None
+
+
+def test_the_text_of_a_raw_completion() -> None:
+    catalog = load_catalog()
+    qwen = catalog.model("qwen2.5-coder-0.5b-instruct").family
+    assert qwen.infill is not None
+    raw, rule = completion_prompt(qwen, "qwen", "def f():", None)
+    assert (raw, rule) == (RawPrompt("def f():"), None)  # as given: no FIM tokens, no end rules
+    raw, rule = completion_prompt(qwen, "qwen", BODY, AFTER)
+    assert raw == RawPrompt(qwen.infill.prompt(BODY, AFTER), qwen.infill.stop)
+    assert rule == InfillEnd(4, True)
+    written = qwen.infill.prompt(BODY, AFTER)
+    assert completion_prompt(qwen, "qwen", written, None) == (RawPrompt(written, qwen.infill.stop), rule)
+    smollm = catalog.model("smollm2-135m-instruct").family
+    assert completion_prompt(smollm, "smollm2", written, None) == (RawPrompt(written), None)
+    with pytest.raises(UserInputError, match="^suffix: smollm2 cannot fill in the middle"):
+        completion_prompt(smollm, "smollm2", BODY, AFTER)
+    codellama = catalog.model("codellama-34b-instruct").family  # FIM tokens, but not trained to infill
+    with pytest.raises(UserInputError, match="^suffix: "):
+        completion_prompt(codellama, "codellama-34b", BODY, AFTER)
 
 
 TEMPLATE_CASES = [
