@@ -164,3 +164,22 @@ def test_show_of_an_infill_model_turns_continues_fim_on(cache_store: ModelStore)
     assert "insert" in body["capabilities"]
     stops = [line.split(None, 1)[1] for line in body["parameters"].splitlines() if line.startswith("stop")]
     assert '"<|fim_pad|>"' in stops and '"<|im_end|>"' in stops
+
+
+def test_raw_completion_in_every_decoding_mode(engine: Engine, raw_generate: Any) -> None:
+    """Prompt lookup and speculative decoding (the tiny profile's `large` tier drafts with
+    SmolLM2 itself) give the plain raw answer."""
+    expected = raw_generate(CODE)
+    for tier, decoding in (("code", "plain"), ("code", "prompt_lookup"), ("large", "speculative")):
+        result = engine.complete(CODE, tier=tier, max_new_tokens=TOKENS, decoding=decoding)
+        assert (result.text, result.decoding) == (expected, decoding)
+
+
+@pytest.mark.slow
+def test_raw_completion_on_the_npu(cache_store: ModelStore, smollm_npu: Manifest) -> None:
+    """The NPU path (NPUW on the CPU here: correctness only) takes raw prompts too."""
+    npu = Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=discover(), remotes=(), emulate_npu=True
+    )
+    on_npu = npu.complete(CODE, max_new_tokens=TOKENS)
+    assert on_npu.device == "NPU (emulated on CPU)" and on_npu.text and on_npu.metrics.output_tokens == TOKENS
