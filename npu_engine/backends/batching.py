@@ -76,7 +76,7 @@ class BatchingPipeline(ChatPrompting):
     ) -> RawGeneration:
         rendered = self.chat_prompt(prompt)
         prompt_tokens = count_tokens(self._tokenizer, rendered)
-        config = generation_config(self._genai, options, "plain", self.stop_token_ids(prompt))
+        config = generation_config(self._genai, options, "plain", self.ends(prompt))
         config.apply_chat_template = False  # the text is rendered already
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
         started = time.perf_counter()

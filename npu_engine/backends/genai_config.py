@@ -2,6 +2,7 @@
 for a request, with whatever the runtime refuses turned into the request's own error."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from npu_engine.backends.pipeline_spec import DecodingMode
@@ -37,27 +38,49 @@ def count_tokens(tokenizer: Any, text: str) -> int:
         raise UserInputError(f"the model's tokenizer refused the text: {presentable(error)}") from error
 
 
+@dataclass(frozen=True)
+class Ends:
+    """Tokens that end an answer: those that are one token each by id (FIM end tokens are special
+    tokens, which stop strings never match: the text they are matched against leaves special
+    tokens out), the others as stop strings."""
+
+    token_ids: frozenset[int]
+    strings: tuple[str, ...]
+
+    @classmethod
+    def of(cls, tokenizer: Any, tokens: Sequence[str]) -> "Ends":
+        ids, strings = set(), []
+        for token in tokens:
+            encoded = tokenizer.encode(token, add_special_tokens=False).input_ids.data[0]
+            if len(encoded) == 1:
+                ids.add(int(encoded[0]))
+            else:
+                strings.append(token)
+        return cls(frozenset(ids), tuple(strings))
+
+
 def generation_config(
-    genai: Any, options: SamplingOptions, mode: DecodingMode, stop_token_ids: frozenset[int] = frozenset()
+    genai: Any, options: SamplingOptions, mode: DecodingMode, ends: Ends | None = None
 ) -> Any:
     """The GenerationConfig for `options` and a decoding mode, checked by OpenVINO GenAI's own
     validation so that whatever it refuses is the request's fault (UserInputError), found before
     the request reaches a pipeline rather than as a failure of the device running it.
 
-    `stop_token_ids` end the answer besides the model's own end tokens (a raw prompt's FIM end
-    tokens, see `stop_ids`)."""
+    `ends` end the answer besides the model's own end tokens (a raw prompt's FIM end tokens, see
+    `ChatPrompting.ends`)."""
     try:
         config = genai.GenerationConfig(max_new_tokens=options.max_new_tokens)
-        if stop_token_ids:
-            config.stop_token_ids = set(config.stop_token_ids) | set(stop_token_ids)
+        if ends is not None and ends.token_ids:
+            config.stop_token_ids = set(config.stop_token_ids) | set(ends.token_ids)
         if options.temperature > 0:
             config.do_sample = True
             config.temperature = options.temperature
             config.top_p = options.top_p
             if options.seed is not None:
                 config.rng_seed = options.seed
-        if options.stop:
-            config.stop_strings = set(options.stop)
+        strings = set(options.stop) | set(ends.strings if ends is not None else ())
+        if strings:
+            config.stop_strings = strings
             config.include_stop_str_in_output = False
         if mode != "plain":
             config.num_assistant_tokens = ASSISTANT_TOKENS
@@ -67,17 +90,6 @@ def generation_config(
     except _REFUSED as error:
         raise UserInputError(f"the sampling options were refused: {presentable(error)}") from error
     return config
-
-
-def stop_ids(tokenizer: Any, tokens: Sequence[str]) -> frozenset[int]:
-    """The ids of those of `tokens` that are one token each (FIM end tokens are special tokens,
-    which stop strings never match: the text they are matched against leaves special tokens out)."""
-    found = set()
-    for token in tokens:
-        ids = tokenizer.encode(token, add_special_tokens=False).input_ids.data[0]
-        if len(ids) == 1:
-            found.add(int(ids[0]))
-    return frozenset(found)
 
 
 class ChatPrompting:
@@ -97,8 +109,8 @@ class ChatPrompting:
         """Tokens of the prompt as the pipeline will see it."""
         return count_tokens(self._tokenizer, self.chat_prompt(prompt))
 
-    def stop_token_ids(self, prompt: Prompt) -> frozenset[int]:
+    def ends(self, prompt: Prompt) -> Ends | None:
         """The extra end tokens of a raw prompt (none for chat messages)."""
         if isinstance(prompt, RawPrompt) and prompt.stop_tokens:
-            return stop_ids(self._tokenizer, prompt.stop_tokens)
-        return frozenset()
+            return Ends.of(self._tokenizer, prompt.stop_tokens)
+        return None

@@ -48,7 +48,7 @@ class OpenVinoPipeline(ChatPrompting):
     def generate(
         self, prompt: Prompt, options: SamplingOptions, on_text: TextSink | None = None
     ) -> RawGeneration:
-        config = generation_config(self._genai, options, self.spec.mode, self.stop_token_ids(prompt))
+        config = generation_config(self._genai, options, self.spec.mode, self.ends(prompt))
         cancelled = False
 
         def stream(text: str) -> Any:
