@@ -8,12 +8,17 @@ scheduler reads. The command line over npu_engine.bench_run, bench_quality, benc
     npu-bench tools --tiers code      the tool-call success rate on bench/tool_prompts.jsonl
     npu-bench soak --url URL          concurrent clients against a running server: requests/s,
                                       latency percentiles, statuses, the server's RSS
+    npu-bench autocomplete            fill-in-the-middle as an editor asks: first text and total
+                                      time per tier (bench/autocomplete.jsonl)
 """
 
 import argparse
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
+from npu_engine.bench_autocomplete import AUTOCOMPLETE_MAX_NEW_TOKENS, autocomplete_report, autocomplete_table
 from npu_engine.bench_plan import PARTS, run_plan
 from npu_engine.bench_quality import quality_per_recipe
 from npu_engine.bench_report import markdown, speed_table
@@ -122,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--model", default="code", help="the model name the clients ask for")
     soak.add_argument("--max-tokens", type=int, default=32)
     soak.add_argument("--out", type=Path, default=None, help="also write the report as JSON here")
+    autocomplete = commands.add_parser(
+        "autocomplete", help="fill-in-the-middle latency per tier: first token, first text, total"
+    )
+    autocomplete.add_argument(
+        "--profile", default=None, help="catalog profile (default: $NPU_ENGINE_PROFILE)"
+    )
+    autocomplete.add_argument(
+        "--tiers", default="", help="comma-separated (default: every tier that infills)"
+    )
+    autocomplete.add_argument("--runs", type=int, default=1, help="passes over the cases after the warm-up")
+    autocomplete.add_argument("--max-new-tokens", type=int, default=AUTOCOMPLETE_MAX_NEW_TOKENS)
+    autocomplete.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     return parser
 
 
@@ -144,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_cli(lambda: _soak(args))
     if args.command == "tools":
         return run_cli(lambda: _tools(args))
+    if args.command == "autocomplete":
+        return run_cli(lambda: _autocomplete(args))
     return run_cli(lambda: _run(args))
 
 
@@ -251,6 +270,15 @@ def _soak(args: argparse.Namespace) -> int:
     serve_profile = (args.profile or catalog_profile()) if args.serve else None
     report = soak(settings, say=_say, serve_profile=serve_profile, out=args.out)
     print(report.table())
+    return 0
+
+
+def _autocomplete(args: argparse.Namespace) -> int:
+    engine = Engine.from_settings(args.profile or catalog_profile())
+    rows = autocomplete_report(engine, _items(args.tiers), args.runs, args.max_new_tokens, say=_say)
+    print(autocomplete_table(rows))
+    if args.out is not None:
+        args.out.write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ from npu_engine.errors import (
     UserInputError,
     presentable,
 )
-from npu_engine.generation import GenerationMetrics, Message, TextSink
+from npu_engine.families import ModelFamily
+from npu_engine.generation import GenerationMetrics, Message, RawPrompt, TextSink
+from npu_engine.infill import InfillEnd, InfillStream, completion_prompt
 from npu_engine.manifest import Manifest
 from npu_engine.pipelines import Pipeline, PipelineKey, PipelinePool
 from npu_engine.planner import Planner
@@ -218,7 +221,7 @@ class Engine:
         route: Route | None = None
         lenient = False
         if request.tier == AUTO:
-            route = self._router.route(request.messages)
+            route = self._router.route_completion() if request.raw else self._router.route(request.messages)
             # The router's prompt lookup is a preference: where it cannot run (the NPU), decode plainly.
             lenient = (
                 request.decoding == "auto"
@@ -233,7 +236,8 @@ class Engine:
         every = self._store.manifests()
         mine = tuple(m for m in every if m.model in (tier.model, tier.draft))
         chain = self._chain(request.tier, every)
-        return Prepared(Job(request, tier, mine, lenient), chain, route)
+        raw, infill = (None, None) if request.prompt is None else self._completion(request, tier)
+        return Prepared(Job(request, tier, mine, lenient, raw, infill), chain, route)
 
     def run(self, prepared: Prepared, on_text: TextSink | None = None) -> GenerationResult:
         """Walk the prepared chain until a target answers; each step that does not is reported.
@@ -253,7 +257,11 @@ class Engine:
                 steps.append(FallbackStep(target.name, f"skipped: failed {skip}"))
                 continue
             try:
-                result = target.answer(prepared.job, heard)
+                if prepared.job.infill is None:
+                    result = target.answer(prepared.job, heard)
+                else:  # each target starts the infill over, so each gets its own stream
+                    stream = InfillStream(prepared.job.infill, heard)
+                    result = stream.relay(partial(target.answer, prepared.job))
                 return replace(result, fallback=tuple(steps), route=prepared.route)
             except Unavailable as unavailable:
                 steps.append(FallbackStep(target.name, str(unavailable)))
@@ -271,6 +279,29 @@ class Engine:
                 steps.append(FallbackStep(target.name, f"failed: {reason}"))
         detail = "; ".join(f"{s.target}: {s.reason}" for s in steps) or "the chain is empty"
         raise GenerationError(f"no device or fallback could answer tier {tier!r} ({detail})")
+
+    def complete(
+        self,
+        prompt: str,
+        *,
+        suffix: str | None = None,
+        on_text: TextSink | None = None,
+        **keywords: Any,
+    ) -> GenerationResult:
+        """Continue `prompt` as given, without the chat template; with `suffix`, fill in the code
+        between `prompt` and `suffix` with the FIM tokens of the tier's model family (a
+        UserInputError when it has none). Keywords as GenerateRequest.completion's (tier,
+        max_new_tokens (64), temperature, top_p, stop, seed, decoding); `tier="auto"` is the tier
+        the router sends code to. An infill stops at the family's FIM end tokens and at the
+        blank-line and indentation rules of `infill.py`."""
+        request = GenerateRequest.completion(prompt, suffix=suffix, **keywords)
+        return self.run(self.prepare(request), on_text)
+
+    def family(self, tier: str) -> ModelFamily:
+        """The model family of the tier's model (`auto`: of the code tier's, where raw completions go)."""
+        if tier == AUTO:
+            tier = self._router.route_completion().tier
+        return self._planner.catalog.model(self._planner.tier(tier).model).family
 
     def generate_on(
         self,
@@ -385,6 +416,13 @@ class Engine:
         return self._pool.queued()
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _completion(self, request: GenerateRequest, tier: TierSpec) -> tuple[RawPrompt, InfillEnd | None]:
+        """A raw completion's text for the tier's model, and an infill's end rules (infill.py)."""
+        family = self._planner.catalog.model(tier.model).family
+        return completion_prompt(
+            family, f"{tier.model} (tier {tier.tier})", request.prompt or "", request.suffix
+        )
 
     def _chain(self, tier: str, manifests: Sequence[Manifest]) -> tuple[Target, ...]:
         devices: list[Target] = [self._devices[d.name] for d in self._planner.devices(tier, manifests)]

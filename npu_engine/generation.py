@@ -14,6 +14,19 @@ Message = dict[str, Any]
 # Called with each new piece of text; returning True asks the backend to stop generating.
 TextSink = Callable[[str], bool | None]
 
+
+@dataclass(frozen=True)
+class RawPrompt:
+    """Text a model completes as given, without its chat template (a raw or fill-in-the-middle
+    completion), and the model's special tokens that end the completion (its FIM end tokens)."""
+
+    text: str
+    stop_tokens: tuple[str, ...] = ()
+
+
+# What a pipeline is asked to continue: chat messages, rendered by the model's chat template, or raw text.
+Prompt = Sequence[Message] | RawPrompt
+
 # OpenVINO GenAI samples in float32: a temperature or top_p that rounds to 0 there (1e-300), or a
 # temperature so small that logits / temperature overflow, fails inside the runtime. Below these
 # floors sampling is greedy in all but name anyway.
@@ -68,7 +81,7 @@ class SamplingOptions:
         for index, sequence in enumerate(self.stop):
             if not isinstance(sequence, str) or not sequence:
                 raise UserInputError(f"stop[{index}] must be a non-empty string")
-            size += len(_utf8(sequence, f"stop[{index}]"))
+            size += len(utf8_text(sequence, f"stop[{index}]"))
         if size > MAX_STOP_BYTES:
             raise UserInputError(f"stop sequences total {size} bytes; at most {MAX_STOP_BYTES} are allowed")
         return self
@@ -82,10 +95,11 @@ def validate_messages(messages: Sequence[Message]) -> None:
             value = message.get(key)
             if not isinstance(value, str):
                 raise UserInputError(f"messages[{index}].{key} must be a string")
-            _utf8(value, f"messages[{index}].{key}")
+            utf8_text(value, f"messages[{index}].{key}")
 
 
-def _utf8(text: str, field: str) -> bytes:
+def utf8_text(text: str, field: str) -> bytes:
+    """`text` in UTF-8; UserInputError naming `field` when it is not valid Unicode."""
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as error:

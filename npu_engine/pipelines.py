@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from npu_engine.backends.genai_config import Constraint
 from npu_engine.errors import EngineBusyError
-from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink
+from npu_engine.generation import Prompt, RawGeneration, SamplingOptions, TextSink
 
 PipelineKey = tuple[str, str, str]  # (model, device, decoding mode)
 
@@ -19,13 +19,11 @@ class Pipeline(Protocol):
     load_seconds: float
     concurrent: bool  # True when callers may generate at once (continuous batching)
 
-    def count_prompt_tokens(
-        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] = ()
-    ) -> int: ...
+    def count_prompt_tokens(self, prompt: Prompt, tools: Sequence[dict[str, Any]] = ()) -> int: ...
 
     def generate(
         self,
-        messages: Sequence[Message],
+        prompt: Prompt,
         options: SamplingOptions,
         on_text: TextSink | None = None,
         tools: Sequence[dict[str, Any]] = (),

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from npu_engine.errors import UserInputError
-from npu_engine.generation import GenerationMetrics, Message, SamplingOptions, as_messages, validate_messages
+from npu_engine.generation import (
+    GenerationMetrics,
+    Message,
+    SamplingOptions,
+    as_messages,
+    utf8_text,
+    validate_messages,
+)
 from npu_engine.response_format import ResponseFormat, validate_response_format
 from npu_engine.router import Route
 from npu_engine.tool_format import ToolConstraint, constraint, validate_tool_messages, validate_tools
@@ -25,7 +32,11 @@ class GenerateRequest:
 
     `tools` the model may call and how (`tool_choice`; `parallel_tool_calls` False: one call at
     most), and the shape the answer must take (`response_format`). New request fields belong
-    here, so that every edge sets them once and every target reads them from the same place."""
+    here, so that every edge sets them once and every target reads them from the same place.
+
+    A raw completion has no messages but a `prompt`, which the model continues as given (no chat
+    template); with a `suffix` too, the model fills in the code between them (FIM, with the FIM
+    tokens of the model's family; see `Engine.prepare`)."""
 
     messages: tuple[Message, ...]
     tier: str = "code"
@@ -38,6 +49,13 @@ class GenerateRequest:
     # A cap on the context for this request (Ollama's `options.num_ctx`): a longer prompt is refused
     # with both counts, as one over the tier's context is. None: the tier's context.
     context_limit: int | None = None
+    prompt: str | None = None
+    suffix: str | None = None
+
+    @property
+    def raw(self) -> bool:
+        """A raw or fill-in-the-middle completion rather than a chat."""
+        return self.prompt is not None
 
     @classmethod
     def of(
@@ -69,6 +87,25 @@ class GenerateRequest:
             parallel_tool_calls,
         )
 
+    @classmethod
+    def completion(
+        cls,
+        prompt: str,
+        *,
+        suffix: str | None = None,
+        tier: str = "code",
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+        decoding: Decoding = "auto",
+    ) -> "GenerateRequest":
+        """The request for a raw completion of `prompt` (no chat template), or with `suffix` for
+        the code between `prompt` and `suffix`."""
+        options = SamplingOptions(max_new_tokens, temperature, top_p, tuple(stop), seed)
+        return cls((), tier, options, decoding, prompt=prompt, suffix=suffix)
+
     def validate(self) -> "GenerateRequest":
         """Raise UserInputError for what no backend could take (see SamplingOptions.validate and
         validate_messages); else return self. Checked before any device: a request the runtime
@@ -88,6 +125,21 @@ class GenerateRequest:
             raise UserInputError(
                 f"decoding {self.decoding!r} cannot be combined with tools or a response format"
             )
+        if self.prompt is None:
+            if self.suffix is not None:
+                raise UserInputError("suffix needs a prompt: the code before the gap it closes")
+            return self
+        if self.messages:
+            raise UserInputError("a raw completion has a prompt and no messages")
+        for name, text in (("prompt", self.prompt), ("suffix", self.suffix)):
+            if text is not None:
+                if not isinstance(text, str):
+                    raise UserInputError(f"{name} must be a string")
+                utf8_text(text, name)
+        if not self.prompt and not self.suffix:
+            raise UserInputError("prompt must not be empty")
+        if self.tools or self.response_format is not None:
+            raise UserInputError("a raw completion takes no tools or response format")
         return self
 
     def constraint(self) -> "ToolConstraint | ResponseFormat | None":

@@ -299,17 +299,33 @@ class Router:
         if task == "edit" and code_chars >= self.rules.long_edit_chars:
             tier = self.rules.long_edit_tier
             signals += (f"long edit ({code_chars} characters of code) goes to {tier}",)
-        if self.profile is not None and tier not in self.profile.tiers:
-            present = [t for t in self.rules.tier_fallbacks.get(tier, []) if t in self.profile.tiers]
-            if not present:
-                raise UserInputError(
-                    f"profile {self.profile.name!r} has no {tier} tier and no stand-in for it "
-                    "(router rules: tier_fallbacks)"
-                )
-            signals += (f"profile {self.profile.name!r} has no {tier} tier: {present[0]} stands in",)
-            tier = present[0]
+        tier, signals = self._in_profile(tier, signals)
         return Route(
             task, tier, self._strategy(task, tier, features), confidence, signals, probabilities, stage
+        )
+
+    def route_completion(self) -> Route:
+        """The route of a raw or fill-in-the-middle completion: code to continue, so the snippet
+        task's tier, decoded plainly or with the tier's draft (never prompt lookup: an infill
+        repeats little of its prompt)."""
+        task: Task = "snippet"
+        tier, signals = self._in_profile(self.rules.tiers[task], ("a raw completion continues code",))
+        strategy = self._strategy(task, tier, {"code_given": 0.0})
+        return Route(task, tier, strategy, 1.0, signals, {t: float(t == task) for t in TASKS})
+
+    def _in_profile(self, tier: str, signals: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+        """`tier`, or its stand-in where the profile has no such tier (router rules: tier_fallbacks)."""
+        if self.profile is None or tier in self.profile.tiers:
+            return tier, signals
+        present = [t for t in self.rules.tier_fallbacks.get(tier, []) if t in self.profile.tiers]
+        if not present:
+            raise UserInputError(
+                f"profile {self.profile.name!r} has no {tier} tier and no stand-in for it "
+                "(router rules: tier_fallbacks)"
+            )
+        return present[0], (
+            *signals,
+            f"profile {self.profile.name!r} has no {tier} tier: {present[0]} stands in",
         )
 
     def _strategy(self, task: Task, tier: str, features: dict[str, float]) -> Strategy:

@@ -11,7 +11,8 @@ from npu_engine.backends.pipeline_spec import BatchingLimits, DecodingMode, Pipe
 from npu_engine.catalog import TierSpec
 from npu_engine.devices import Device
 from npu_engine.errors import ContextLengthError
-from npu_engine.generation import Message, RawGeneration, SamplingOptions, TextSink
+from npu_engine.generation import Message, Prompt, RawGeneration, RawPrompt, SamplingOptions, TextSink
+from npu_engine.infill import InfillEnd
 from npu_engine.manifest import Manifest
 from npu_engine.pipelines import Pipeline, PipelineKey, PipelinePool
 from npu_engine.planner import Planner
@@ -28,12 +29,22 @@ NPU_MIN_RESPONSE = 512
 class Job:
     """One request on one tier, as every target of the tier's chain sees it: the request, the
     tier's spec, the converted models of its model and draft, and whether a decoding mode the
-    target cannot run may fall back to plain (the router's preference, not the caller's demand)."""
+    target cannot run may fall back to plain (the router's preference, not the caller's demand).
+
+    For a raw completion, `raw` is the text the model continues (for an infill, in its family's
+    FIM form) and `infill` the rules that end an infill early (see infill.py)."""
 
     request: GenerateRequest
     tier: TierSpec
     manifests: tuple[Manifest, ...]
     lenient: bool = False
+    raw: RawPrompt | None = None
+    infill: InfillEnd | None = None
+
+    @property
+    def prompt(self) -> Prompt:
+        """What the pipeline continues: the raw text, else the chat messages."""
+        return self.raw if self.raw is not None else self.request.messages
 
 
 class Target(Protocol):
@@ -78,6 +89,8 @@ class RemoteTarget:
 
     def answer(self, job: Job, on_text: TextSink) -> GenerationResult:
         remote = self.models(job.tier.model)
+        if job.raw is not None:
+            raise Unavailable(f"{self.name} takes chat requests only, not raw completions")
         if not remote:
             raise Unavailable(f"no {self.name} model for {job.tier.model}")
         if job.request.constraint() is not None:
@@ -174,9 +187,10 @@ class DeviceTarget:
         tools = offered(request.tools, request.tool_choice)
         family = self.planner.catalog.model(tier.model).family
         messages, declared = chat_messages(request.messages, tools, family.tools)
+        prompt: Prompt = job.raw if job.raw is not None else messages
         sink = HeldText(on_text) if tools else on_text
         with self.loader.use((manifest.name, device.name, mode), spec, size) as (pipeline, load_seconds):
-            prompt_tokens = pipeline.count_prompt_tokens(messages, declared)
+            prompt_tokens = pipeline.count_prompt_tokens(prompt, declared)
             if prompt_tokens >= context:
                 raise ContextLengthError(prompt_tokens, context, f"tier {tier.tier} ({tier.model})")
             if device.kind == "npu" and (
@@ -188,7 +202,7 @@ class DeviceTarget:
                     "exceeds the NPU's "
                     f"static shape ({NPU_MAX_PROMPT} prompt, {NPU_MAX_PROMPT + NPU_MIN_RESPONSE} in all)"
                 )
-            raw = pipeline.generate(messages, options, sink, declared, constraint)
+            raw = pipeline.generate(prompt, options, sink, declared, constraint)
         result = result_of(raw, tier.tier, manifest.name, self.label, mode, load_seconds)
         if not tools:
             return result

@@ -102,3 +102,9 @@ def clients_python() -> Path:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(CLIENTS_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", AIDER], check=True, timeout=1800)
     return python
+
+
+@pytest.fixture(scope="session")
+def qwen_npu(cache_store: ModelStore) -> Manifest:
+    """Qwen2.5-Coder-0.5B converted with the NPU default recipe (for the slow tests)."""
+    return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{QWEN}", device="npu")).manifest

@@ -14,14 +14,13 @@ import pytest
 from npu_engine.answers import extract_code, has_closed_block
 from npu_engine.backends.openvino_genai import OpenVinoPipeline
 from npu_engine.backends.pipeline_spec import PipelineSpec
-from npu_engine.convert import ConvertRequest
 from npu_engine.devices import discover
 from npu_engine.engine import Engine
 from npu_engine.generation import SamplingOptions
 from npu_engine.manifest import Manifest
 from npu_engine.perplexity import greedy_margins
 from npu_engine.store import ModelStore
-from tests.conftest import PRIME_PROMPT, QWEN, make_converter
+from tests.conftest import PRIME_PROMPT
 
 pytestmark = pytest.mark.slow
 
@@ -34,11 +33,6 @@ exec(open(sys.argv[1]).read(), namespace)
 candidates = [v for k, v in namespace.items() if callable(v) and "prime" in k.lower()]
 print(json.dumps([bool(candidates[0](n)) for n in json.loads(sys.argv[2])]))
 """
-
-
-@pytest.fixture(scope="module")
-def qwen_npu(cache_store: ModelStore) -> Manifest:
-    return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{QWEN}", device="npu")).manifest
 
 
 def assert_correct_prime_function(answer: str, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from npu_engine.backends.pipeline_spec import BatchingLimits, PipelineSpec
 from npu_engine.devices import GB
 from npu_engine.generation import (
     GenerationMetrics,
-    Message,
+    Prompt,
     RawGeneration,
     SamplingOptions,
     TextSink,
@@ -74,23 +74,23 @@ class BatchingPipeline(ChatPrompting):
 
     def generate(
         self,
-        messages: Sequence[Message],
+        prompt: Prompt,
         options: SamplingOptions,
         on_text: TextSink | None = None,
         tools: Sequence[dict[str, Any]] = (),
         constraint: Constraint | None = None,
     ) -> RawGeneration:
-        prompt = self.chat_prompt(messages, tools)
-        prompt_tokens = count_tokens(self._tokenizer, prompt)
+        rendered = self.chat_prompt(prompt, tools)
+        prompt_tokens = count_tokens(self._tokenizer, rendered)
+        config = generation_config(self._genai, options, "plain", constraint, self.ends(prompt))
+        config.apply_chat_template = False  # the text is rendered already
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
         started = time.perf_counter()
         with self._lock:
             self._admit()
             self._admitted += 1
             request_id = next(self._ids)
-            handle = self._pipe.add_request(
-                request_id, prompt, generation_config(self._genai, options, "plain", constraint)
-            )
+            handle = self._pipe.add_request(request_id, rendered, config)
             self._inflight[request_id] = (handle, events)
             if self._worker is None:
                 self._worker = threading.Thread(
@@ -118,9 +118,9 @@ class BatchingPipeline(ChatPrompting):
                         cancelled = True
                         handle.stop()
         finished = time.perf_counter()
-        text = self._tokenizer.decode(ids, skip_special_tokens=True)
-        if on_text is not None and not cancelled and len(text) > len(heard):
-            on_text(text[len(heard) :])
+        answer = self._tokenizer.decode(ids, skip_special_tokens=True)
+        if on_text is not None and not cancelled and len(answer) > len(heard):
+            on_text(answer[len(heard) :])
         first = first or finished
         decode_seconds = finished - first
         per_token = 1000 * decode_seconds / max(len(ids) - 1, 1)
@@ -131,7 +131,7 @@ class BatchingPipeline(ChatPrompting):
             input_tokens=prompt_tokens,
             output_tokens=len(ids),
         )
-        return RawGeneration(text, finish_reason(len(ids), options, cancelled), metrics)
+        return RawGeneration(answer, finish_reason(len(ids), options, cancelled), metrics)
 
     def _step_loop(self) -> None:
         running = self._genai.GenerationStatus.RUNNING

@@ -3,11 +3,12 @@ for a request, with whatever the runtime refuses turned into the request's own e
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from npu_engine.backends.pipeline_spec import DecodingMode
 from npu_engine.errors import UserInputError, presentable
-from npu_engine.generation import Message, SamplingOptions
+from npu_engine.generation import Message, Prompt, RawPrompt, SamplingOptions
 from npu_engine.response_format import ResponseFormat
 from npu_engine.tool_format import CALL_END, OPEN, ToolConstraint
 
@@ -83,23 +84,54 @@ def grammar_refused(error: Exception, constraint: Constraint | None) -> UserInpu
     return UserInputError(f"the schema cannot be enforced by constrained decoding: {presentable(error)}")
 
 
+@dataclass(frozen=True)
+class Ends:
+    """Tokens that end an answer: those that are one token each by id (FIM end tokens are special
+    tokens, which stop strings never match: the text they are matched against leaves special
+    tokens out), the others as stop strings."""
+
+    token_ids: frozenset[int]
+    strings: tuple[str, ...]
+
+    @classmethod
+    def of(cls, tokenizer: Any, tokens: Sequence[str]) -> "Ends":
+        ids, strings = set(), []
+        for token in tokens:
+            encoded = tokenizer.encode(token, add_special_tokens=False).input_ids.data[0]
+            if len(encoded) == 1:
+                ids.add(int(encoded[0]))
+            else:
+                strings.append(token)
+        return cls(frozenset(ids), tuple(strings))
+
+
 def generation_config(
-    genai: Any, options: SamplingOptions, mode: DecodingMode, constraint: Constraint | None = None
+    genai: Any,
+    options: SamplingOptions,
+    mode: DecodingMode,
+    constraint: Constraint | None = None,
+    ends: Ends | None = None,
 ) -> Any:
     """The GenerationConfig for `options`, a decoding mode and what structured output holds the
     answer to, checked by OpenVINO GenAI's own validation so that whatever it refuses is the
     request's fault (UserInputError), found before the request reaches a pipeline rather than as
-    a failure of the device running it."""
+    a failure of the device running it.
+
+    `ends` end the answer besides the model's own end tokens (a raw prompt's FIM end tokens, see
+    `ChatPrompting.ends`)."""
     try:
         config = genai.GenerationConfig(max_new_tokens=options.max_new_tokens)
+        if ends is not None and ends.token_ids:
+            config.stop_token_ids = set(config.stop_token_ids) | set(ends.token_ids)
         if options.temperature > 0:
             config.do_sample = True
             config.temperature = options.temperature
             config.top_p = options.top_p
             if options.seed is not None:
                 config.rng_seed = options.seed
-        if options.stop:
-            config.stop_strings = set(options.stop)
+        strings = set(options.stop) | set(ends.strings if ends is not None else ())
+        if strings:
+            config.stop_strings = strings
             config.include_stop_str_in_output = options.include_stop
         if mode != "plain":
             config.num_assistant_tokens = ASSISTANT_TOKENS
@@ -119,10 +151,19 @@ class ChatPrompting:
     _genai: Any
     _tokenizer: Any
 
-    def chat_prompt(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] = ()) -> str:
-        """The prompt text after the model's chat template, as the pipeline will see it."""
-        return chat_prompt(self._genai, self._tokenizer, messages, tools)
+    def chat_prompt(self, prompt: Prompt, tools: Sequence[dict[str, Any]] = ()) -> str:
+        """The prompt text as the pipeline will see it: a raw prompt as it is, chat messages (and
+        the tools they declare) after the model's chat template."""
+        if isinstance(prompt, RawPrompt):
+            return prompt.text
+        return chat_prompt(self._genai, self._tokenizer, prompt, tools)
 
-    def count_prompt_tokens(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] = ()) -> int:
-        """Tokens of the prompt after the chat template (with the tools it declares)."""
-        return count_tokens(self._tokenizer, self.chat_prompt(messages, tools))
+    def count_prompt_tokens(self, prompt: Prompt, tools: Sequence[dict[str, Any]] = ()) -> int:
+        """Tokens of the prompt as the pipeline will see it (with the tools it declares)."""
+        return count_tokens(self._tokenizer, self.chat_prompt(prompt, tools))
+
+    def ends(self, prompt: Prompt) -> Ends | None:
+        """The extra end tokens of a raw prompt (none for chat messages)."""
+        if isinstance(prompt, RawPrompt) and prompt.stop_tokens:
+            return Ends.of(self._tokenizer, prompt.stop_tokens)
+        return None

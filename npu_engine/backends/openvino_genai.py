@@ -14,8 +14,9 @@ from npu_engine.backends.genai_config import (
 from npu_engine.backends.pipeline_spec import PipelineSpec
 from npu_engine.generation import (
     GenerationMetrics,
-    Message,
+    Prompt,
     RawGeneration,
+    RawPrompt,
     SamplingOptions,
     TextSink,
     finish_reason,
@@ -53,13 +54,13 @@ class OpenVinoPipeline(ChatPrompting):
 
     def generate(
         self,
-        messages: Sequence[Message],
+        prompt: Prompt,
         options: SamplingOptions,
         on_text: TextSink | None = None,
         tools: Sequence[dict[str, Any]] = (),
         constraint: Constraint | None = None,
     ) -> RawGeneration:
-        config = generation_config(self._genai, options, self.spec.mode, constraint)
+        config = generation_config(self._genai, options, self.spec.mode, constraint, self.ends(prompt))
         cancelled = False
 
         def stream(text: str) -> Any:
@@ -69,9 +70,13 @@ class OpenVinoPipeline(ChatPrompting):
                 return self._genai.StreamingStatus.CANCEL
             return self._genai.StreamingStatus.RUNNING
 
-        history = chat_history(self._genai, messages, tools)
+        if isinstance(prompt, RawPrompt):
+            config.apply_chat_template = False  # a raw prompt is completed as it is
+            inputs: Any = [prompt.text]  # a list: the results then carry their metrics
+        else:
+            inputs = chat_history(self._genai, prompt, tools)
         try:
-            result = self._pipeline.generate(history, config, stream)
+            result = self._pipeline.generate(inputs, config, stream)
         except RuntimeError as error:
             refused = grammar_refused(error, constraint)
             if refused is None:

@@ -18,7 +18,15 @@ from npu_engine.generation import Message, SamplingOptions
 from npu_engine.manifest import Manifest
 from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
 from npu_engine.server.config import keep_alive_seconds
-from npu_engine.server.discovery import OLLAMA_API_VERSION, capabilities, loaded_context, model_info
+from npu_engine.server.discovery import (
+    OLLAMA_API_VERSION,
+    capabilities,
+    loaded_context,
+    model_info,
+    served_context,
+)
+from npu_engine.server.ollama_prompt import Generate, generate_request
+from npu_engine.server.ollama_template import show_parameters, show_template
 from npu_engine.server.openai_routes import answered_by, engine_headers, planned_headers
 from npu_engine.server.schemas import (
     OllamaChatRequest,
@@ -51,18 +59,17 @@ def _now() -> str:
     return _rfc3339(datetime.now(UTC))
 
 
-def _request(options: OllamaOptions | None, messages: list[Message], tier: str) -> GenerateRequest:
-    """The engine's request for Ollama's `options` (num_predict 0 or below: the default)."""
+def _sampling(options: OllamaOptions | None) -> SamplingOptions:
+    """The engine's sampling options for Ollama's `options` (num_predict 0 or below: the default)."""
     o = options or OllamaOptions()
     predict = o.num_predict if o.num_predict and o.num_predict > 0 else DEFAULT_PREDICT
-    sampling = SamplingOptions(
+    return SamplingOptions(
         max_new_tokens=predict,
         temperature=o.temperature if o.temperature is not None else 0.0,
         top_p=o.top_p if o.top_p is not None else 1.0,
         stop=tuple(s for s in (o.stop or []) if s),
         seed=o.seed,
     )
-    return GenerateRequest(tuple(messages), tier, sampling, context_limit=o.num_ctx)
 
 
 def _timings(result: GenerationResult, started: float, notes: dict[str, Any]) -> dict[str, Any]:
@@ -124,14 +131,15 @@ def ollama_router(service: ModelService) -> APIRouter:
     @router.post("/chat")
     async def chat(body: OllamaChatRequest, request: Request) -> Any:
         messages = [_message(m) for m in body.messages]
-        return await _respond(service, body, messages, request, chat=True)
+        served = service.tier_of(body.model)
+        asked = Generate(GenerateRequest(tuple(messages), served.tier, _sampling(body.options)))
+        return await _respond(service, body, served, asked if messages else None, request, chat=True)
 
     @router.post("/generate")
     async def generate(body: OllamaGenerateRequest, request: Request) -> Any:
-        messages: list[Message] = [{"role": "system", "content": body.system}] if body.system else []
-        if body.prompt:
-            messages.append({"role": "user", "content": body.prompt})
-        return await _respond(service, body, messages, request, chat=False)
+        served = service.tier_of(body.model)
+        asked = generate_request(body, served.tier, _sampling(body.options))
+        return await _respond(service, body, served, asked, request, chat=False)
 
     return router
 
@@ -146,12 +154,13 @@ def _message(message: OllamaMessage) -> Message:
 
 
 def _shaped(asked: GenerateRequest, body: _OllamaCommon) -> GenerateRequest:
-    """The request with the body's `tools` (chat) and `format`."""
+    """The request with the body's `tools` (chat), `format` and context cap (`options.num_ctx`)."""
     tools = tools_of(body.tools) if isinstance(body, OllamaChatRequest) else ()
     shape = (
         ollama_format_of(body.format) if isinstance(body, OllamaChatRequest | OllamaGenerateRequest) else None
     )
-    return replace(asked, tools=tools, response_format=shape)
+    limit = body.options.num_ctx if body.options else None
+    return replace(asked, tools=tools, response_format=shape, context_limit=limit)
 
 
 def _assistant(result: GenerationResult) -> dict[str, Any]:
@@ -212,10 +221,11 @@ def _show(service: ModelService, body: OllamaShowRequest) -> dict[str, Any]:
         raise UnknownModelError("model is required")
     served = service.resolve(name)
     m = served.manifest
+    family = service.engine.family(served.tier)
     return {
         "modelfile": "",
-        "parameters": "",
-        "template": "",
+        "parameters": show_parameters(family, served_context(service.engine, served)),
+        "template": show_template(family),
         "details": _details(m),
         "model_info": model_info(service.engine, served),
         "capabilities": capabilities(service.engine, served),
@@ -224,19 +234,23 @@ def _show(service: ModelService, body: OllamaShowRequest) -> dict[str, Any]:
 
 
 async def _respond(
-    service: ModelService, body: _OllamaCommon, messages: list[Message], request: Request, chat: bool
+    service: ModelService,
+    body: _OllamaCommon,
+    served: Served,
+    asked: Generate | None,
+    request: Request,
+    chat: bool,
 ) -> Any:
-    served = service.tier_of(body.model)
     keep = keep_alive_seconds(body.keep_alive)
     started = time.monotonic()
-    if not messages:  # Ollama: an empty request loads the model, or unloads it with keep_alive 0
+    if asked is None:  # Ollama: an empty request loads the model, or unloads it with keep_alive 0
         return _load_or_unload(service, served, keep, chat)
-    asked = _shaped(_request(body.options, messages, served.tier), body)
-    notes = _notes(service, body, asked)
+    asked = replace(asked, request=_shaped(asked.request, body))
+    notes = _notes(service, body, asked.request)
     if not body.stream:
         # keep_alive takes effect whether the answer comes or the request is refused.
         try:
-            result = await service.answer(service.prepare(asked), request.is_disconnected)
+            result = await service.answer(service.prepare(asked.request), request.is_disconnected)
         finally:
             _apply_keep_alive(service, served, keep)
         timings = _timings(result, started, notes)
@@ -245,13 +259,15 @@ async def _respond(
             payload["message"] = _assistant(result)
         else:
             payload["response"] = result.text
+            _add_context(payload, asked, result.text)
         if _thinks(service, body, service.engine.tier(result.tier).model):
             _with_thinking(payload, *split_thinking(result.text))
         return JSONResponse(payload, headers=engine_headers(result.tier, result.model, result.device))
-    prepared = service.prepare(asked)
+    prepared = service.prepare(asked.request)
     pieces = await service.stream(prepared)
     thinking = ThinkingStream() if _thinks(service, body, prepared.job.tier.model) else None
-    lines = _ndjson(service, served, keep, pieces, body.model, chat, started, notes, thinking)
+    generated = asked if not chat else None
+    lines = _ndjson(service, served, keep, pieces, body.model, generated, started, notes, thinking)
     return StreamingResponse(
         lines, media_type="application/x-ndjson", headers=planned_headers(served, prepared)
     )
@@ -289,6 +305,13 @@ def _notes(service: ModelService, body: _OllamaCommon, asked: GenerateRequest) -
     return notes
 
 
+def _add_context(payload: dict[str, Any], generated: Generate, answer: str) -> None:
+    """A generate chat turn's answer carries its `context` (see ollama_prompt.py)."""
+    context = generated.context(answer)
+    if context is not None:
+        payload["context"] = context
+
+
 def _load_or_unload(service: ModelService, served: Served, keep: float | None, chat: bool) -> JSONResponse:
     _apply_keep_alive(service, served, keep)
     reason = "unload" if keep == 0 else "load"
@@ -315,11 +338,15 @@ async def _ndjson(
     keep: float | None,
     pieces: AsyncIterator[StreamChunk],
     model: str,
-    chat: bool,
+    generated: Generate | None,
     started: float,
     notes: dict[str, Any],
     thinking: ThinkingStream | None = None,
 ) -> AsyncIterator[str]:
+    """The NDJSON lines of a chat's answer, or of a generate's (`generated`: its request)."""
+    chat = generated is None
+    answer: list[str] = []
+
     def line_of(text: str, thought: str = "") -> str:
         line: dict[str, Any] = {"model": model, "created_at": _now(), "done": False}
         if chat:
@@ -333,6 +360,7 @@ async def _ndjson(
     try:
         async for piece in pieces:
             if piece.result is None:
+                answer.append(piece.text)
                 if thinking is None:
                     yield line_of(piece.text)
                 elif any(split := thinking.feed(piece.text)):
@@ -351,10 +379,11 @@ async def _ndjson(
                 "done": True,
                 **_timings(piece.result, started, notes),
             }
-            if chat:
+            if generated is None:
                 final["message"] = {"role": "assistant", "content": ""}
             else:
                 final["response"] = ""
+                _add_context(final, generated, "".join(answer))
             yield json.dumps(final) + "\n"
     except Exception as error:  # after the status line: the stream itself carries the error
         log.exception("stream failed")

@@ -162,8 +162,7 @@ def openai_router(service: ModelService) -> APIRouter:
 
     @router.post("/completions")
     async def completions(body: CompletionRequest, request: Request) -> Any:
-        prompt: list[Message] = [{"role": "user", "content": body.prompt}]
-        return await _complete(service, body, prompt, request, chat=False)
+        return await _complete(service, body, [], request, chat=False)
 
     return router
 
@@ -195,6 +194,8 @@ async def _complete(
     asked = _request(body, messages, served.tier, DEFAULT_MAX_TOKENS if chat else 16)
     if isinstance(body, ChatCompletionRequest):
         asked = _with_tools(asked, body)
+    if isinstance(body, CompletionRequest):  # completed as given, or filled in before the suffix
+        asked = replace(asked, prompt=body.prompt, suffix=body.suffix or None)
     prepared = service.prepare(asked)
     ident = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
     created = int(time.time())

@@ -73,8 +73,11 @@ class ChatCompletionRequest(_OpenAISampling):
 
 
 class CompletionRequest(_OpenAISampling):
-    prompt: str = Field(min_length=1)
+    prompt: str = Field(min_length=1, description="completed as given: no chat template")
     max_tokens: int | None = Field(default=16, ge=1, le=MAX_TOKENS_CAP)  # OpenAI's default
+    suffix: str | None = Field(
+        default=None, description="the text after the completion: fill in the middle (models with `insert`)"
+    )
 
 
 class OllamaOptions(_Lenient):
@@ -116,6 +119,15 @@ class OllamaGenerateRequest(_OllamaCommon):
     prompt: str = ""
     system: str | None = None
     format: str | dict[str, Any] | None = None
+    suffix: str | None = Field(default=None, description="the text after the answer: fill in the middle")
+    raw: bool = Field(default=False, description="complete the prompt as it is: no template")
+    template: str | None = Field(
+        default=None,
+        description="an Ollama template: {{ .System }}, {{ .Prompt }}, {{ .Suffix }}, {{ if .X }}…{{ end }}",
+    )
+    context: list[int] | None = Field(
+        default=None, description="the context an earlier answer returned, to continue its conversation"
+    )
 
 
 class OllamaShowRequest(_Lenient):
