@@ -32,7 +32,9 @@ def tier_demands(
         converted = [m for m in manifests if m.model == model.name]
         weights: dict[DeviceKind, int] = {}
         missing: dict[DeviceKind, str] = {}
-        for kind in DEVICE_KINDS:
+        # An embedding model converts for the CPU and GPU only (see Converter.convert).
+        kinds = tuple(k for k in DEVICE_KINDS if k != "npu") if model.family.embedding else DEVICE_KINDS
+        for kind in kinds:
             if converted:
                 manifest = manifest_for(converted, model.name, kind, recipes)
                 if manifest is None:
