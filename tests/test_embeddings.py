@@ -2,6 +2,7 @@
 `Engine.embed`, and the official `openai` and `ollama` clients and langchain's embeddings, unchanged,
 against a server on 127.0.0.1; the vectors checked against the Hugging Face model's own."""
 
+import json
 import math
 import shutil
 import zipfile
@@ -12,6 +13,8 @@ import httpx
 import ollama
 import openai
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from npu_engine.catalog import PackagedFolder, load_catalog
 from npu_engine.convert import ConvertRequest
@@ -27,6 +30,7 @@ from npu_engine.sources.packaged import extract_folder, folder_problems
 from npu_engine.store import ModelStore
 from tests.conftest import MINILM, make_converter
 from tests.test_convert_cli import assert_user_error, run
+from tests.test_http_fuzz import DERANDOMIZE, EXAMPLES, FILE_PATH, JUNK, TEXT
 from tests.test_server import ServerThread
 
 QUERY = "read a file line by line in python"
@@ -233,6 +237,47 @@ def test_the_router_never_picks_the_embed_tier(profile: str) -> None:
     router = Router(profile=load_catalog().profile(profile))
     tiers = {router.route(labelled.prompt).tier for labelled in load_labelled()}
     assert "embed" not in tiers and tiers  # all 316 labelled prompts go to chat tiers
+
+
+EMBED_MODELS = st.sampled_from(["embed", "embed:latest", "code", "auto", "nosuch", ""])
+INPUTS = st.one_of(TEXT, st.lists(TEXT, max_size=5), st.lists(st.integers(), max_size=3), JUNK)
+KEEP_ALIVE = st.one_of(st.sampled_from([-1, "5m", "1h", "ten"]), JUNK)
+BODIES = {
+    "/v1/embeddings": st.fixed_dictionaries(
+        {"model": EMBED_MODELS, "input": INPUTS},
+        optional={
+            "encoding_format": st.one_of(st.sampled_from(["float", "base64"]), JUNK),
+            "dimensions": st.one_of(st.sampled_from([384, 128, 0]), JUNK),
+            "user": JUNK,
+        },
+    ),
+    "/api/embed": st.fixed_dictionaries(
+        {"model": EMBED_MODELS, "input": INPUTS},
+        optional={"truncate": st.one_of(st.booleans(), JUNK), "keep_alive": KEEP_ALIVE, "options": JUNK},
+    ),
+    "/api/embeddings": st.fixed_dictionaries(
+        {"model": EMBED_MODELS, "prompt": st.one_of(TEXT, JUNK)},
+        optional={"keep_alive": KEEP_ALIVE, "options": JUNK},
+    ),
+}
+
+
+@pytest.mark.parametrize("route", list(BODIES))
+def test_fuzzed_embedding_bodies_never_get_a_5xx_or_a_path(served: ServerThread, route: str) -> None:
+    statuses: list[int] = []
+
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=DERANDOMIZE, database=None)
+    @given(body=BODIES[route])
+    @example(body={"model": "embed", "input": QUERY, "prompt": QUERY})  # one that is answered
+    def fuzz(body: dict[str, object]) -> None:
+        headers = {"Content-Type": "application/json"}  # json.dumps escapes NaN and surrogates
+        response = httpx.post(served.url + route, content=json.dumps(body), headers=headers, timeout=60)
+        statuses.append(response.status_code)
+        assert response.status_code < 500, (body, response.text)
+        assert not FILE_PATH.search(response.text), response.text
+
+    fuzz()
+    assert 200 in statuses and 400 in statuses, statuses
 
 
 # -- the packaged folder and the store -------------------------------------------------------------

