@@ -20,7 +20,7 @@ from npu_engine.catalog import PackagedFolder, load_catalog
 from npu_engine.convert import ConvertRequest
 from npu_engine.devices import discover
 from npu_engine.engine import Engine
-from npu_engine.errors import ChecksumError, UserInputError
+from npu_engine.errors import ChecksumError, GenerationError, UserInputError
 from npu_engine.manifest import Manifest
 from npu_engine.router import Router
 from npu_engine.router_fit import load_labelled
@@ -88,6 +88,15 @@ def test_engine_embeds_through_the_pool(engine: Engine, minilm_cpu: Manifest) ->
     assert engine.capabilities("embed") == ("embedding",)
     assert "embedding" not in engine.capabilities("code")
     assert (minilm_cpu.name, "CPU", "embed") in engine.unload(minilm_cpu.name)
+
+
+def test_an_unconverted_embedding_model_says_how_to_convert_it(tmp_path: Path) -> None:
+    empty = Engine.from_settings(
+        store=ModelStore(tmp_path), profile="embedded", inventory=discover(), remotes=()
+    )
+    with pytest.raises(GenerationError, match="npu-convert tier embed --profile embedded --device cpu"):
+        empty.embed(QUERY)
+    assert empty.loaded() == []
 
 
 def test_vectors_match_the_hugging_face_model(engine: Engine, minilm_folder: Path) -> None:
