@@ -100,7 +100,9 @@ class Converter:
             raise UserInputError(
                 f"{source.default_name} is an embedding model: it converts for CPU or GPU (--device cpu|gpu)"
             )
-        recipe = self.recipes.choose(request.device, source.parameters, request.recipe)
+        recipe = self.recipes.choose(
+            request.device, source.parameters, request.recipe, embedding=source.embedding is not None
+        )
         name = check_name(request.name or f"{source.default_name}-{recipe.name}")
         waiting = f"waiting for another conversion of {name} to finish"
         with self.store.converting(name, on_wait=lambda: self.reporter.info(waiting)):

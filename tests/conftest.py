@@ -83,5 +83,5 @@ def minilm_folder(cache_store: ModelStore, catalog: Catalog) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_cpu(cache_store: ModelStore) -> Manifest:
-    """all-MiniLM-L6-v2 converted with the CPU default recipe (INT8): the embed tier of every profile."""
+    """all-MiniLM-L6-v2 converted with the default recipe of embedding models (FP16): the embed tier."""
     return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{MINILM}", device="cpu")).manifest
