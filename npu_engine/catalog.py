@@ -7,7 +7,8 @@ from npu_engine.data import read_json
 from npu_engine.errors import UserInputError
 from npu_engine.families import ModelFamily, load_families
 
-TIERS = ("fast", "code", "large", "review")
+TIERS = ("fast", "code", "large", "review")  # the chat tiers
+EMBED_TIER = "embed"  # the tier of a profile's embedding model: it makes vectors, never chats
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,31 @@ class PackagedFile:
 
 
 @dataclass(frozen=True)
+class PackagedMember:
+    """One file of a packaged model folder: its path in the folder, size and sha256."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class PackagedFolder:
+    """A Hugging Face model folder shipped inside one registry package: the files under `root`
+    in the wheel that make the folder (each checked against its size and sha256), named `folder`."""
+
+    folder: str
+    package: str
+    version: str
+    root: str
+    files: tuple[PackagedMember, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(member.size for member in self.files)
+
+
+@dataclass(frozen=True)
 class CatalogModel:
     name: str
     description: str
@@ -39,7 +65,7 @@ class CatalogModel:
     architecture: str
     context_length: int
     kv_bytes_per_token: int
-    packaged: PackagedFile | None
+    packaged: PackagedFile | PackagedFolder | None
     family: ModelFamily
     embedding_length: int = 0  # the hidden size (Ollama's `<arch>.embedding_length`); 0 when unknown
 
@@ -111,16 +137,27 @@ def _model(name: str, raw: dict[str, Any], families: dict[str, ModelFamily]) -> 
         architecture=raw["architecture"],
         context_length=int(raw["context_length"]),
         kv_bytes_per_token=int(raw["kv_bytes_per_token"]),
-        packaged=None
-        if packaged is None
-        else PackagedFile(
-            file=packaged["file"],
-            size=int(packaged["size"]),
-            sha256=packaged["sha256"],
-            parts=tuple(PackagedPart(*part) for part in packaged["parts"]),
-        ),
+        packaged=None if packaged is None else _packaged(packaged),
         family=family,
         embedding_length=int(raw.get("embedding_length", 0)),
+    )
+
+
+def _packaged(raw: dict[str, Any]) -> PackagedFile | PackagedFolder:
+    """A packaged file (`file`: one GGUF assembled from parts) or a packaged folder (`folder`)."""
+    if "folder" in raw:
+        return PackagedFolder(
+            folder=raw["folder"],
+            package=raw["package"],
+            version=raw["version"],
+            root=raw["root"],
+            files=tuple(PackagedMember(m["path"], int(m["size"]), m["sha256"]) for m in raw["files"]),
+        )
+    return PackagedFile(
+        file=raw["file"],
+        size=int(raw["size"]),
+        sha256=raw["sha256"],
+        parts=tuple(PackagedPart(*part) for part in raw["parts"]),
     )
 
 

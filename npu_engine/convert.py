@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from npu_engine.catalog import Catalog
-from npu_engine.errors import ModelExistsError, ModelNotFoundError
+from npu_engine.errors import ModelExistsError, ModelNotFoundError, UserInputError
 from npu_engine.files import folder_size, human_bytes
 from npu_engine.manifest import MANIFEST_NAME, Manifest, SourceInfo, hash_folder
 from npu_engine.progress import Reporter
@@ -96,7 +96,13 @@ class Converter:
             ollama_store=self.ollama_store,
             trust_remote_code=request.trust_remote_code,
         )
-        recipe = self.recipes.choose(request.device, source.parameters, request.recipe)
+        if source.embedding is not None and request.device == "npu":
+            raise UserInputError(
+                f"{source.default_name} is an embedding model: it converts for CPU or GPU (--device cpu|gpu)"
+            )
+        recipe = self.recipes.choose(
+            request.device, source.parameters, request.recipe, embedding=source.embedding is not None
+        )
         name = check_name(request.name or f"{source.default_name}-{recipe.name}")
         waiting = f"waiting for another conversion of {name} to finish"
         with self.store.converting(name, on_wait=lambda: self.reporter.info(waiting)):
@@ -166,7 +172,8 @@ class Converter:
                 export.dequantize_gguf(source.gguf, hf_folder)
         model_folder = stage / "model"
         with self.reporter.step(f"exporting to OpenVINO IR with recipe {recipe.name}"):
-            export.export_ir(hf_folder, model_folder, recipe, request.trust_remote_code)
+            task = export.TASK if source.embedding is None else export.EMBEDDING_TASK
+            export.export_ir(hf_folder, model_folder, recipe, request.trust_remote_code, task)
         if hf_folder != source.path:
             shutil.rmtree(hf_folder)
         with self.reporter.step("hashing the converted files", total=folder_size(model_folder)) as advance:
@@ -183,6 +190,7 @@ class Converter:
             files=files,
             tool_versions=export.tool_versions(),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
+            embedding=source.embedding,
         )
         (model_folder / MANIFEST_NAME).write_text(manifest.to_json(), "utf-8")
         path = self.store.commit(model_folder, name, replace=replace)

@@ -4,7 +4,7 @@ import argparse
 import sys
 from typing import get_args
 
-from npu_engine.catalog import TIERS, load_catalog
+from npu_engine.catalog import EMBED_TIER, TIERS, load_catalog
 from npu_engine.cli_support import run_cli
 from npu_engine.convert import Converter, ConvertRequest, describe
 from npu_engine.errors import StoreError
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with the model")
 
     tier = commands.add_parser("tier", help="convert what a catalog tier needs (its model and draft)")
-    tier.add_argument("tier", choices=TIERS)
+    tier.add_argument("tier", choices=(*TIERS, EMBED_TIER))
     tier.add_argument(
         "--profile", default=None, help="catalog profile (default: $NPU_ENGINE_PROFILE or plan)"
     )

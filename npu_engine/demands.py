@@ -15,7 +15,11 @@ def manifest_for(
     lose correctness), then the smallest."""
     fitting = [m for m in manifests if m.model == model and kind in m.recipe.devices]
     fitting.sort(
-        key=lambda m: (m.device != kind, m.recipe != recipes.default_for(kind, m.parameters), m.size)
+        key=lambda m: (
+            m.device != kind,
+            m.recipe != recipes.default_for(kind, m.parameters, m.embedding is not None),
+            m.size,
+        )
     )
     return fitting[0] if fitting else None
 
@@ -32,7 +36,9 @@ def tier_demands(
         converted = [m for m in manifests if m.model == model.name]
         weights: dict[DeviceKind, int] = {}
         missing: dict[DeviceKind, str] = {}
-        for kind in DEVICE_KINDS:
+        # An embedding model converts for the CPU and GPU only (see Converter.convert).
+        kinds = tuple(k for k in DEVICE_KINDS if k != "npu") if model.family.embedding else DEVICE_KINDS
+        for kind in kinds:
             if converted:
                 manifest = manifest_for(converted, model.name, kind, recipes)
                 if manifest is None:
@@ -40,7 +46,7 @@ def tier_demands(
                 else:
                     weights[kind] = manifest.size
             else:
-                recipe = recipes.default_for(kind, model.parameters)
+                recipe = recipes.default_for(kind, model.parameters, model.family.embedding)
                 weights[kind] = int(model.parameters * recipe.bytes_per_weight)
         demands.append(
             TierDemand(

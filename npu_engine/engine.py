@@ -18,8 +18,9 @@ from typing import Any
 
 from npu_engine.backends.factory import OpenVinoPipelineFactory
 from npu_engine.bridge import Run
-from npu_engine.catalog import Catalog, CatalogModel, TierSpec, load_catalog
+from npu_engine.catalog import EMBED_TIER, Catalog, CatalogModel, TierSpec, load_catalog
 from npu_engine.devices import DeviceKind, Inventory, discover
+from npu_engine.embedding import EmbeddingResult, EmbedRequest
 from npu_engine.errors import (
     EngineBusyError,
     GenerationError,
@@ -233,6 +234,11 @@ class Engine:
             )
         request.validate()
         tier = self._planner.tier(request.tier)
+        if self._embeds(tier):
+            raise UserInputError(
+                f"tier {request.tier!r} serves {tier.model}, an embedding model: it does not chat or "
+                "complete text (ask it for embeddings)"
+            )
         every = self._store.manifests()
         mine = tuple(m for m in every if m.model in (tier.model, tier.draft))
         chain = self._chain(request.tier, every)
@@ -303,6 +309,49 @@ class Engine:
             tier = self._router.route_completion().tier
         return self._planner.catalog.model(self._planner.tier(tier).model).family
 
+    def embed(
+        self, texts: str | Sequence[str], tier: str = EMBED_TIER, *, truncate: bool = True
+    ) -> EmbeddingResult:
+        """One vector per text, in order, from the tier's embedding model on the first device of
+        its chain that can run it (a device that fails is skipped for a while, as for generation).
+
+        A text longer than the model reads is cut to its beginning, or refused (UserInputError)
+        when `truncate` is False. UserInputError also for no texts, or a tier with a chat model."""
+        request = EmbedRequest.of(texts, tier, truncate).validate()
+        spec = self._planner.tier(tier)
+        if not self._embeds(spec):
+            raise UserInputError(
+                f"tier {tier!r} serves {spec.model}, a chat model: it makes no embeddings "
+                f"(the embedding tier is {EMBED_TIER!r})"
+            )
+        every = self._store.manifests()
+        mine = tuple(m for m in every if m.model == spec.model)
+        steps: list[FallbackStep] = []
+        for device in self._planner.devices(tier, every):
+            target = self._devices[device.name]
+            skip = self._recent_failure(target.name, spec.model)
+            if skip:
+                steps.append(FallbackStep(target.name, f"skipped: failed {skip}"))
+                continue
+            try:
+                return target.embed(request, spec, mine)
+            except Unavailable as unavailable:
+                steps.append(FallbackStep(target.name, str(unavailable)))
+            except (NpuEngineError, RuntimeError, OSError) as error:
+                if isinstance(error, (UserInputError, EngineBusyError)):
+                    raise
+                log.warning("tier %s: %s failed to embed: %s", tier, target.name, error)
+                reason = presentable(error)[:300]
+                self._remember_failure(target.name, spec.model, reason)
+                steps.append(FallbackStep(target.name, f"failed: {reason}"))
+        detail = "; ".join(f"{s.target}: {s.reason}" for s in steps) or "the chain is empty"
+        raise GenerationError(f"no device could embed for tier {tier!r} ({detail})")
+
+    def capabilities(self, tier: str) -> tuple[str, ...]:
+        """What the tier's model can do, in Ollama's words (completion, tools, insert, thinking,
+        embedding): its family's capabilities in the catalog."""
+        return self._planner.catalog.model(self._planner.tier(tier).model).family.capabilities()
+
     def generate_on(
         self,
         model: str,
@@ -347,8 +396,12 @@ class Engine:
         return self._emulate_npu
 
     def tiers(self) -> dict[str, TierSpec]:
-        """The profile's tiers by name."""
-        return dict(self._planner.profile.tiers)
+        """The profile's chat tiers by name: those that generate (the embedding tiers apart)."""
+        return {name: spec for name, spec in self._planner.profile.tiers.items() if not self._embeds(spec)}
+
+    def embedding_tiers(self) -> dict[str, TierSpec]:
+        """The profile's embedding tiers by name: those that `embed`, and never generate."""
+        return {name: spec for name, spec in self._planner.profile.tiers.items() if self._embeds(spec)}
 
     def tier(self, tier: str) -> TierSpec:
         """The profile's tier; UserInputError when it has none of that name."""
@@ -424,6 +477,9 @@ class Engine:
             family, f"{tier.model} (tier {tier.tier})", request.prompt or "", request.suffix
         )
 
+    def _embeds(self, spec: TierSpec) -> bool:
+        return self._planner.catalog.model(spec.model).family.embedding
+
     def _chain(self, tier: str, manifests: Sequence[Manifest]) -> tuple[Target, ...]:
         devices: list[Target] = [self._devices[d.name] for d in self._planner.devices(tier, manifests)]
         return (*devices, *self._remotes)
@@ -461,6 +517,7 @@ def fast_tier_generate(engine: Engine) -> Callable[[str], str]:
 
 
 __all__ = [
+    "EmbeddingResult",
     "Engine",
     "FallbackStep",
     "GenerateRequest",

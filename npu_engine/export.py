@@ -13,6 +13,7 @@ from npu_engine.gguf_tokenizer import write_tokenizer
 from npu_engine.recipes import Recipe, calibration_texts
 
 TASK = "text-generation-with-past"
+EMBEDDING_TASK = "feature-extraction"  # an encoder's last hidden state: TextEmbeddingPipeline pools it
 
 
 def quiet_libraries() -> None:
@@ -76,10 +77,14 @@ def quantization_config(recipe: Recipe, tokenizer_dir: Path) -> Any:
     )
 
 
-def export_ir(hf_folder: Path, output: Path, recipe: Recipe, trust_remote_code: bool) -> None:
+def export_ir(
+    hf_folder: Path, output: Path, recipe: Recipe, trust_remote_code: bool, task: str = TASK
+) -> None:
     """Export `hf_folder` to OpenVINO IR in `output` with `recipe`, tokenizer and detokenizer included.
 
     The same two steps as `optimum-cli export openvino`: a float export, then weight compression.
+    `task` is the exporter's: a causal LM with its KV cache, or `feature-extraction` for an
+    embedding model (its last hidden state, which TextEmbeddingPipeline pools and normalises).
     """
     from optimum.exporters.openvino.__main__ import _main_quantize, main_export
     from optimum.intel import OVConfig
@@ -90,7 +95,7 @@ def export_ir(hf_folder: Path, output: Path, recipe: Recipe, trust_remote_code: 
         main_export(
             str(hf_folder),
             output,
-            task=TASK,
+            task=task,
             ov_config=ov_config,
             convert_tokenizer=True,
             trust_remote_code=trust_remote_code,
@@ -99,7 +104,7 @@ def export_ir(hf_folder: Path, output: Path, recipe: Recipe, trust_remote_code: 
         if config is not None:
             _main_quantize(
                 model_name_or_path=str(hf_folder),
-                task=TASK,
+                task=task,
                 library_name="transformers",
                 quantization_config=config,
                 output=output,

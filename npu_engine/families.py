@@ -28,16 +28,20 @@ class Infill:
 class ModelFamily:
     """`tools`: how tool definitions reach the model (`template`: its own chat template; `prompt`:
     a system message the engine writes), or None when it cannot call tools. `infill`: its FIM
-    tokens, or None. `reasoning`: it thinks in <think> before answering."""
+    tokens, or None. `reasoning`: it thinks in <think> before answering. `embedding`: it makes
+    vectors of text and never chats (an encoder such as all-MiniLM-L6-v2)."""
 
     name: str
     description: str
     tools: ToolFormat | None
     infill: Infill | None
     reasoning: bool = False
+    embedding: bool = False
 
     def capabilities(self) -> tuple[str, ...]:
         """Ollama's capability names for a model of this family."""
+        if self.embedding:
+            return ("embedding",)
         found = ["completion"]
         if self.tools is not None:
             found.append("tools")
@@ -61,6 +65,7 @@ def _family(name: str, raw: dict[str, Any]) -> ModelFamily:
         if infill is None
         else Infill(infill["prefix"], infill["suffix"], infill["middle"], tuple(infill["stop"])),
         reasoning=bool(raw.get("reasoning", False)),
+        embedding=bool(raw.get("embedding", False)),
     )
 
 

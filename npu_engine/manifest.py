@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from npu_engine.embedding import EmbeddingInfo
 from npu_engine.files import ByteProgress, folder_files, sha256_file
 from npu_engine.recipes import DeviceClass, Recipe
 
@@ -41,7 +42,8 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """Everything known about one converted model; `model` names the weights (a catalog name when known)."""
+    """Everything known about one converted model; `model` names the weights (a catalog name when
+    known). `embedding` is set for an embedding model: how its vectors are made."""
 
     name: str
     model: str
@@ -55,13 +57,17 @@ class Manifest:
     tool_versions: dict[str, str]
     created: str
     format_version: int = FORMAT_VERSION
+    embedding: EmbeddingInfo | None = None
 
     @property
     def size(self) -> int:
         return sum(entry.size for entry in self.files)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        raw = asdict(self)
+        if self.embedding is None:  # a generative model's manifest is as it always was
+            del raw["embedding"]
+        return json.dumps(raw, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Manifest":
@@ -78,6 +84,7 @@ class Manifest:
             tool_versions=dict(raw["tool_versions"]),
             created=raw["created"],
             format_version=int(raw["format_version"]),
+            embedding=EmbeddingInfo.from_dict(raw["embedding"]) if raw.get("embedding") else None,
         )
 
 

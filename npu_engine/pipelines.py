@@ -1,14 +1,16 @@
 """Loaded pipelines: loaded lazily, one caller at a time each, a bounded queue in front of each,
-unloaded when idle past the keep-alive or when a new load would break the memory budget."""
+unloaded when idle past the keep-alive or when a new load would break the memory budget. A
+pipeline generates text (`Pipeline`) or embeds it (`Embedder`); the pool keeps both alike."""
 
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from npu_engine.backends.genai_config import Constraint
+from npu_engine.embedding import RawEmbedding
 from npu_engine.errors import EngineBusyError
 from npu_engine.generation import Prompt, RawGeneration, SamplingOptions, TextSink
 
@@ -31,11 +33,19 @@ class Pipeline(Protocol):
     ) -> RawGeneration: ...
 
 
+@runtime_checkable
+class Embedder(Protocol):
+    load_seconds: float
+    concurrent: bool
+
+    def embed(self, texts: Sequence[str], truncate: bool = True) -> RawEmbedding: ...
+
+
 @dataclass
 class _Slot:
     lock: threading.Lock = field(default_factory=threading.Lock)  # loading and unloading
     run: threading.Lock = field(default_factory=threading.Lock)  # one caller at a time, unless concurrent
-    pipeline: Pipeline | None = None
+    pipeline: Pipeline | Embedder | None = None
     size: int = 0
     last_used: float = 0.0
     waiting: int = 0  # callers queued or generating
@@ -45,7 +55,7 @@ class _Slot:
 class PipelinePool:
     def __init__(
         self,
-        factory: Callable[[Any], Pipeline],
+        factory: Callable[[Any], Pipeline | Embedder],
         budget_bytes: int,
         keep_alive_seconds: float,
         max_waiting: int,
@@ -68,6 +78,21 @@ class PipelinePool:
         Yields the pipeline and the seconds spent loading it (0 when it was loaded already).
         Raises EngineBusyError when `max_waiting` callers are already queued or generating on it.
         """
+        with self._hold(key, spec, size) as (held, load_seconds):
+            if isinstance(held, Embedder):
+                raise TypeError(f"{key[0]} is an embedding model: it does not generate")
+            yield held, load_seconds
+
+    @contextmanager
+    def use_embedder(self, key: PipelineKey, spec: Any, size: int) -> Iterator[tuple[Embedder, float]]:
+        """As `use`, for an embedding model's pipeline."""
+        with self._hold(key, spec, size) as (held, load_seconds):
+            if not isinstance(held, Embedder):
+                raise TypeError(f"{key[0]} is not an embedding model")
+            yield held, load_seconds
+
+    @contextmanager
+    def _hold(self, key: PipelineKey, spec: Any, size: int) -> Iterator[tuple[Pipeline | Embedder, float]]:
         with self._guard:
             slot = self._slots.setdefault(key, _Slot())
             if slot.waiting >= self.max_waiting:
@@ -101,7 +126,7 @@ class PipelinePool:
             with self._guard:
                 slot.waiting -= 1
 
-    def open(self, spec: Any) -> Pipeline:
+    def open(self, spec: Any) -> Pipeline | Embedder:
         """A pipeline for `spec` outside the pool: neither kept nor counted (for timing a load)."""
         return self._factory(spec)
 

@@ -1,7 +1,7 @@
 """Conversion recipes: how weights are compressed for a device class, read from `convert/recipes.json`."""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from npu_engine.data import read_json, read_lines
@@ -44,10 +44,12 @@ class Recipe:
 
 @dataclass(frozen=True)
 class RecipeBook:
-    """All recipes, and which one each device class gets by default for a model size."""
+    """All recipes, which one each device class gets by default for a model size, and which one
+    an embedding model gets (`embedding_defaults`, by device class)."""
 
     recipes: dict[str, Recipe]
     defaults: dict[str, list[tuple[int | None, str]]]
+    embedding_defaults: dict[str, str] = field(default_factory=dict)
 
     def get(self, name: str) -> Recipe:
         try:
@@ -56,17 +58,22 @@ class RecipeBook:
             known = ", ".join(sorted(self.recipes))
             raise UserInputError(f"unknown recipe {name!r} (known: {known})") from None
 
-    def default_for(self, device: DeviceClass, parameters: int) -> Recipe:
-        """The default recipe for `device` and a model of `parameters` weights."""
+    def default_for(self, device: DeviceClass, parameters: int, embedding: bool = False) -> Recipe:
+        """The default recipe for `device` and a model of `parameters` weights (an embedding model
+        has its own default where recipes.json names one)."""
+        if embedding and device in self.embedding_defaults:
+            return self.recipes[self.embedding_defaults[device]]
         for max_parameters, name in self.defaults[device]:
             if max_parameters is None or parameters <= max_parameters:
                 return self.recipes[name]
         raise AssertionError(f"recipes.json: defaults for {device} end without a catch-all")
 
-    def choose(self, device: DeviceClass, parameters: int, name: str | None) -> Recipe:
+    def choose(
+        self, device: DeviceClass, parameters: int, name: str | None, embedding: bool = False
+    ) -> Recipe:
         """The named recipe, checked against the device, else the device's default."""
         if name is None:
-            return self.default_for(device, parameters)
+            return self.default_for(device, parameters, embedding)
         recipe = self.get(name)
         if device not in recipe.devices:
             allowed = ", ".join(recipe.devices)
@@ -83,11 +90,15 @@ def load_recipe_book() -> RecipeBook:
         device: [(rule.get("max_parameters"), rule["recipe"]) for rule in rules]
         for device, rules in raw["defaults"].items()
     }
+    embedding_defaults = {device: str(name) for device, name in raw.get("embedding_defaults", {}).items()}
     for device in DEVICE_CLASSES:
         for _, name in defaults[device]:
             if device not in recipes[name].devices:
                 raise AssertionError(f"recipes.json: default {name} is not valid for {device}")
-    return RecipeBook(recipes, defaults)
+    for device, name in embedding_defaults.items():
+        if device not in recipes[name].devices:
+            raise AssertionError(f"recipes.json: embedding default {name} is not valid for {device}")
+    return RecipeBook(recipes, defaults, embedding_defaults)
 
 
 def calibration_texts(name: str) -> list[str]:

@@ -20,12 +20,14 @@ PREFERENCES: dict[str, tuple[DeviceKind, ...]] = {
     "code": ("gpu", "npu", "cpu"),
     "large": ("gpu", "cpu", "npu"),
     "review": ("gpu", "cpu", "npu"),
+    "embed": ("cpu", "gpu"),
 }
 WHY_PREFERRED: dict[str, str] = {
     "fast": "small always-on tier: the NPU serves it at low power and leaves the GPU and CPU free",
     "code": "the GPU decodes mid-size INT4 models fastest and batches concurrent requests",
     "large": "the GPU, else the CPU: large models need memory bandwidth and batching more than low power",
     "review": "the GPU, else the CPU: the largest model, rarely used, needs the most memory",
+    "embed": "a small embedding model: the CPU runs it well and leaves the GPU to the chat tiers",
 }
 OLLAMA = "ollama"
 RESERVED_BYTES = 8 * GB

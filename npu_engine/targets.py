@@ -7,9 +7,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from npu_engine.backends.pipeline_spec import BatchingLimits, DecodingMode, PipelineSpec
+from npu_engine.backends.pipeline_spec import BatchingLimits, DecodingMode, EmbeddingSpec, PipelineSpec
 from npu_engine.catalog import TierSpec
 from npu_engine.devices import Device
+from npu_engine.embedding import EmbeddingResult, EmbedRequest
 from npu_engine.errors import ContextLengthError
 from npu_engine.generation import Message, Prompt, RawGeneration, RawPrompt, SamplingOptions, TextSink
 from npu_engine.infill import InfillEnd
@@ -142,6 +143,19 @@ class PipelineLoader:
             ),
         )
 
+    def embedding_spec(self, manifest: Manifest, device: str) -> EmbeddingSpec:
+        info = manifest.embedding
+        if info is None:
+            raise AssertionError(f"{manifest.name} is not an embedding model")
+        return EmbeddingSpec(
+            model_path=self.store.checked_path(manifest, self.allow_modified_models),
+            device=device,
+            pooling=info.pooling,
+            normalize=info.normalize,
+            max_length=info.max_length,
+            cache_dir=self.store.cache_dir,
+        )
+
     @contextmanager
     def use(self, key: PipelineKey, spec: PipelineSpec, size: int) -> Iterator[tuple[Pipeline, float]]:
         with self.pool.use(key, spec, size) as held:
@@ -212,3 +226,22 @@ class DeviceTarget:
         if not calls:
             return result
         return replace(result, text=content, finish_reason="tool_calls", tool_calls=calls)
+
+    def embed(self, request: EmbedRequest, tier: TierSpec, manifests: Sequence[Manifest]) -> EmbeddingResult:
+        """The tier's embedding model, converted for this device, embeds the request's texts."""
+        manifest = self.planner.conversion(manifests, tier.model, self.device.kind)
+        if manifest is None or manifest.embedding is None:
+            raise Unavailable(
+                f"{tier.model} is not converted for {self.device.kind.upper()} (npu-convert tier "
+                f"{tier.tier} --profile {self.planner.profile.name} --device {self.device.kind})"
+            )
+        spec = self.loader.embedding_spec(manifest, self.device.name)
+        key = (manifest.name, self.device.name, "embed")
+        # Memory as the scheduler counts it: the weights plus the working memory of a batch at the
+        # tier's context (the catalog's kv_bytes_per_token, for a model that has no KV cache).
+        size = manifest.size + self.planner.kv_bytes(tier.tier)
+        with self.loader.pool.use_embedder(key, spec, size) as (embedder, load_seconds):
+            raw = embedder.embed(request.texts, request.truncate)
+        return EmbeddingResult(
+            raw.vectors, tier.tier, manifest.name, self.label, sum(raw.tokens), raw.seconds, load_seconds
+        )

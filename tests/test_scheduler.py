@@ -142,7 +142,8 @@ def test_a_model_serving_two_tiers_is_counted_once() -> None:
     fast, code = result.placement("fast"), result.placement("code")
     assert fast.device == code.device == "CPU"
     assert "shares the model loaded for tier fast" in code.reason
-    assert result.system_used == fast.memory_bytes + result.placement("large").memory_bytes
+    others = result.placement("large").memory_bytes + result.placement("embed").memory_bytes
+    assert result.system_used == fast.memory_bytes + others
 
 
 def test_explain_mentions_every_tier() -> None:

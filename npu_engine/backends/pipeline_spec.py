@@ -47,3 +47,19 @@ class PipelineSpec:
             if self.emulate_npu:
                 props.update(NPU_ON_CPU)
         return props
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """How to open one TextEmbeddingPipeline: the model folder, the device, how its vectors are
+    pooled and normalised, and the most tokens it reads (longer texts are truncated to it)."""
+
+    model_path: Path
+    device: str
+    pooling: Literal["mean", "cls", "last_token"]
+    normalize: bool
+    max_length: int
+    cache_dir: Path | None = None
+
+    def properties(self) -> dict[str, Any]:
+        return {} if self.cache_dir is None else {"CACHE_DIR": str(self.cache_dir)}

@@ -19,6 +19,7 @@ from npu_engine.engine import Engine
 from npu_engine.errors import NpuEngineError
 from npu_engine.server.anthropic_routes import anthropic_router
 from npu_engine.server.config import LOCAL_ORIGINS, ServerConfig
+from npu_engine.server.embedding_routes import embedding_routers
 from npu_engine.server.guard import Guard
 from npu_engine.server.metrics import Metrics, route_label
 from npu_engine.server.ollama_routes import ollama_router
@@ -85,7 +86,12 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
             "loaded": [{"model": m, "device": d, "decoding": mode} for m, d, mode in engine.loaded()],
         }
 
-    apis = [openai_router(service), anthropic_router(service), ollama_router(service)]
+    apis = [
+        openai_router(service),
+        anthropic_router(service),
+        ollama_router(service),
+        *embedding_routers(service),
+    ]
     for api in apis:
         app.include_router(api)
     app.add_middleware(

@@ -100,9 +100,14 @@ def _details(manifest: Manifest | None) -> dict[str, Any]:
         "format": "openvino",
         "family": manifest.architecture,
         "families": [manifest.architecture],
-        "parameter_size": f"{manifest.parameters / 1e9:.1f}B",
+        "parameter_size": _parameter_size(manifest.parameters),
         "quantization_level": manifest.recipe.name,
     }
+
+
+def _parameter_size(parameters: int) -> str:
+    """As Ollama writes it: 1.5B, 494.0M, 22.7M."""
+    return f"{parameters / 1e9:.1f}B" if parameters >= 1e9 else f"{parameters / 1e6:.1f}M"
 
 
 def _digest(served: Served) -> str:

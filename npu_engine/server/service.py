@@ -2,12 +2,15 @@
 of one that stops when the client goes away. Both protocols' routes share it."""
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from npu_engine.bridge import Run
-from npu_engine.catalog import TierSpec
+from npu_engine.catalog import EMBED_TIER, TierSpec
+from npu_engine.embedding import EmbeddingResult
 from npu_engine.engine import Engine, Prepared
 from npu_engine.errors import (
     ContextLengthError,
@@ -25,6 +28,7 @@ from npu_engine.server.metrics import Metrics
 AUTO = "auto"
 RETRY_AFTER_SECONDS = 2
 DISCONNECT_POLL_SECONDS = 0.25  # how often a non-streamed answer checks that its client is there
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ class ModelService:
     def served(self) -> list[Served]:
         """Every name a client may use: the tiers, `auto`, and converted models a tier runs."""
         manifests = self.engine.converted()
-        tiers = self.engine.tiers()
+        tiers = {**self.engine.tiers(), **self.engine.embedding_tiers()}
         names = [Served(AUTO, AUTO, None)]
         for tier, spec in tiers.items():
             converted = [m for m in manifests if m.model == spec.model]
@@ -99,7 +103,7 @@ class ModelService:
     def tier_of(self, model: str) -> Served:
         """What a request's `model` names, reading the store only when it names no tier."""
         name = model.removesuffix(":latest")
-        if name == AUTO or name in self.engine.tiers():
+        if name == AUTO or name in self.engine.tiers() or name in self.engine.embedding_tiers():
             return Served(name, name, None)
         return self.resolve(model)
 
@@ -131,6 +135,19 @@ class ModelService:
                     return item.result
         finally:
             run.stop.set()  # also when this task is cancelled: nobody waits for the answer
+
+    async def embed(
+        self, model: str, served: Served, texts: Sequence[str], truncate: bool = True
+    ) -> EmbeddingResult:
+        """The vectors of `texts` from the embedding model `model` names (UserInputError naming the
+        field when it names a chat model). The work runs on its own thread, as generation does, so
+        the request meets the model's bounded queue, never a thread pool's hidden one."""
+        if served.tier == AUTO or "embedding" not in self.engine.capabilities(served.tier):
+            raise UserInputError(
+                f"invalid field 'model': {model!r} is a chat model and makes no embeddings "
+                f"(the embedding model here is {EMBED_TIER!r})"
+            )
+        return await _on_own_thread(lambda: self.engine.embed(texts, served.tier, truncate=truncate))
 
     async def stream(self, prepared: Prepared) -> AsyncIterator[StreamChunk]:
         """Chunks of text, then the one holding the result. Starts generating at once; raises the
@@ -178,12 +195,40 @@ class ModelService:
             run.stop.set()
 
 
+async def _on_own_thread(work: Callable[[], T]) -> T:
+    """`work()` on a thread of its own, awaited without blocking the event loop."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(value: T | None, error: BaseException | None) -> None:
+        if done.cancelled():  # the client went away: nobody waits for the answer
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(value)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            value = work()
+        except BaseException as error:  # handed to the awaiting task, which raises it
+            outcome: tuple[T | None, BaseException | None] = (None, error)
+        else:
+            outcome = (value, None)
+        with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody is listening
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="npu-engine-work", daemon=True).start()
+    return await done
+
+
 def _tier_for(tiers: dict[str, TierSpec], model: str) -> str | None:
-    """The tier a converted model of `model` is served under: the first of code, fast, large, review."""
+    """The tier a converted model of `model` is served under: the first of code, fast, large,
+    review, embed."""
     return next(
         (
             tier
-            for tier in ("code", "fast", "large", "review")
+            for tier in ("code", "fast", "large", "review", "embed")
             if tier in tiers and tiers[tier].model == model
         ),
         None,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from npu_engine.embedding import EmbeddingInfo
 from npu_engine.errors import UserInputError
 from npu_engine.gguf_file import GgufInfo
 
@@ -19,7 +20,8 @@ SPEC_HELP = "a folder, a .gguf file, hf:ORG/NAME, ollama:NAME[:TAG] or pkg:NAME"
 
 @dataclass(frozen=True)
 class ResolvedSource:
-    """A source ready to convert: the local file or folder and what is known about it."""
+    """A source ready to convert: the local file or folder and what is known about it; `embedding`
+    when it is an embedding model (a sentence-transformers folder)."""
 
     kind: str
     id: str
@@ -31,6 +33,7 @@ class ResolvedSource:
     parameters: int
     context_length: int
     gguf: GgufInfo | None = None
+    embedding: EmbeddingInfo | None = None
 
 
 def slug(text: str) -> str:

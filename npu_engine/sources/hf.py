@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from npu_engine.embedding import sentence_transformers_info
 from npu_engine.errors import NetworkError, SourceError
 from npu_engine.files import sha256_file
 from npu_engine.progress import Reporter
@@ -60,7 +61,8 @@ def resolve_hf_folder(
     kind: str = "hf-folder",
     spec: str | None = None,
 ) -> ResolvedSource:
-    """Check a Hugging Face model folder and describe it."""
+    """Check a Hugging Face model folder and describe it (a sentence-transformers folder as an
+    embedding model)."""
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise SourceError(f"{folder} is not a Hugging Face model folder: it has no config.json")
@@ -89,6 +91,7 @@ def resolve_hf_folder(
         architecture=architecture,
         parameters=parameters,
         context_length=int(text_config.get("max_position_embeddings", 0)),
+        embedding=sentence_transformers_info(folder),
     )
 
 
