@@ -155,7 +155,7 @@ def test_show_gives_template_parameters_and_capabilities(served: ServerThread, s
     assert lines["num_ctx"] == "8192" and lines["stop"] == '"<|im_end|>"'
 
 
-def test_show_of_an_infill_model_turns_continues_fim_on(cache_store: ModelStore) -> None:
+def test_show_of_an_infill_model_turns_continue_fim_on(cache_store: ModelStore) -> None:
     """No Qwen model is loaded (or needed): /api/show reads the catalog's families."""
     engine = Engine.from_settings(store=cache_store, profile="embedded", inventory=discover(), remotes=())
     with ServerThread(create_app(engine, ServerConfig())) as server:
