@@ -1,7 +1,7 @@
-"""litellm's `openai/` provider, unchanged, against the server on Qwen2.5-Coder-0.5B: tools give a
-call with valid arguments, `response_format` a JSON answer that validates. litellm pins its own
-dependencies, so it runs in the clients' virtual environment (build/clients-venv), as a client
-would: in another process."""
+"""litellm's `openai/`, `ollama_chat/` and `ollama/` providers, unchanged, against the server on
+Qwen2.5-Coder-0.5B: tools give a call with valid arguments, `response_format` a JSON answer that
+validates. litellm pins its own dependencies, so it runs in the clients' virtual environment
+(build/clients-venv), as a client would: in another process."""
 
 import json
 import subprocess
@@ -36,16 +36,17 @@ FUNCTION_SCHEMA = {
 SCRIPT = """
 import json, sys
 import litellm
-base, weather, function = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+model, base = sys.argv[1], sys.argv[2]
+weather, function = json.loads(sys.argv[3]), json.loads(sys.argv[4])
 tool = {"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather in a city", "parameters": weather,
 }}
 called = litellm.completion(
-    model="openai/code", api_base=base, api_key="unused", max_tokens=80,
+    model=model, api_base=base, api_key="unused", max_tokens=80,
     messages=[{"role": "user", "content": "What is the weather in Paris right now?"}], tools=[tool],
 )
 shaped = litellm.completion(
-    model="openai/code", api_base=base, api_key="unused", max_tokens=80,
+    model=model, api_base=base, api_key="unused", max_tokens=80,
     messages=[{"role": "user", "content": "Describe the Python function `def add(a, b): return a + b`."}],
     response_format={
         "type": "json_schema", "json_schema": {"name": "function", "schema": function, "strict": True},
@@ -69,13 +70,19 @@ def served(cache_store: ModelStore, qwen_cpu: Manifest) -> Iterator[ServerThread
         yield server
 
 
-def test_litellm_openai_provider_tools_and_json(served: ServerThread, clients_python: Path) -> None:
+@pytest.mark.parametrize(
+    ("model", "path"), [("openai/code", "/v1"), ("ollama_chat/code", ""), ("ollama/code", "")]
+)
+def test_litellm_provider_tools_and_json(
+    served: ServerThread, clients_python: Path, model: str, path: str
+) -> None:
     ran = subprocess.run(
         [
             str(clients_python),
             "-c",
             SCRIPT,
-            f"{served.url}/v1",
+            model,
+            served.url + path,
             json.dumps(WEATHER_SCHEMA),
             json.dumps(FUNCTION_SCHEMA),
         ],
