@@ -358,6 +358,13 @@ CORPUS: list[tuple[str, str, str, int | None]] = [
     ("path-model", "/api/show", json.dumps({"model": "../../../etc/passwd"}), 404),
     ("not-an-object", "/api/generate", json.dumps([1, 2, 3]), 400),
     ("missing-messages", "/v1/chat/completions", json.dumps({"model": "code"}), 400),
+    # issue 12's review: a context of deeply nested JSON bytes raised RecursionError (500)
+    (
+        "nested-context",
+        "/api/generate",
+        json.dumps({"model": "code", "prompt": "hi", "stream": False, "context": [91] * 5000}),
+        400,
+    ),
     # finding 1 (kept small here: the router's time bound has its own test)
     (
         "auto-adversarial",

@@ -68,7 +68,7 @@ def decode_context(context: list[int] | None) -> tuple[Turn, ...]:
                 raise ValueError
             turns.append(Turn(*item))
         return tuple(turns)
-    except (ValueError, TypeError, OverflowError):
+    except (ValueError, TypeError, OverflowError, RecursionError):  # deep nesting: RecursionError
         raise UserInputError(
             "context is not one this server returned (it holds a conversation as UTF-8 JSON bytes)"
         ) from None
