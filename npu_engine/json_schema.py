@@ -10,7 +10,7 @@ import jsonschema_rs
 from npu_engine.errors import UserInputError
 
 # Keywords OpenVINO GenAI 2026.4's grammar backend (xgrammar) turns into the grammar, as measured
-# on real generations (tests/test_structured_output.py probes the refused ones).
+# on real generations (tests/test_tool_format.py lists the refused ones).
 ENFORCED = frozenset(
     {
         "type",
@@ -39,9 +39,12 @@ ENFORCED = frozenset(
         "propertyNames",
     }
 )
-# Keywords that describe and never constrain.
+# Keywords that describe and never constrain. `format` is one in draft 2020-12 (an annotation
+# unless a validator opts in), and tools in the wild declare it (Claude Code's `"format": "uri"`):
+# taken, not enforced.
 ANNOTATIONS = frozenset(
     {
+        "format",
         "title",
         "description",
         "default",
@@ -60,8 +63,8 @@ _MAP = ("properties", "patternProperties", "$defs", "definitions")
 MAX_DEPTH = 32
 # Regular-expression features the grammar's regex converter refuses (it fails the generation, and
 # with continuous batching every request decoding beside it): lookaround, backreferences, named
-# and atomic groups, inline flags, anchors other than ^ and $.
-_UNSUPPORTED_REGEX = re.compile(r"\(\?[=!<>P:a-zA-Z]|\\[1-9bBAZzGk]")
+# and atomic groups, inline flags, anchors other than ^ and $. Non-capturing groups `(?:` pass.
+_UNSUPPORTED_REGEX = re.compile(r"\(\?[=!<>Pa-zA-Z]|\\[1-9bBAZzGk]")
 _RANGES = (("minimum", "maximum"), ("minLength", "maxLength"), ("minItems", "maxItems"))
 
 

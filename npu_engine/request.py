@@ -118,8 +118,7 @@ class GenerateRequest:
             validate_response_format(self.response_format)
             if self.tools and self.tool_choice != "none":
                 raise UserInputError(
-                    f"{self.response_format.field} cannot be combined with tools "
-                    "(send tool_choice 'none', or one of them)"
+                    f"{self.response_format.field} cannot be combined with tools (leave one of them out)"
                 )
         if self.constraint() is not None and self.decoding in ("speculative", "prompt_lookup"):
             raise UserInputError(
@@ -138,8 +137,8 @@ class GenerateRequest:
                 utf8_text(text, name)
         if not self.prompt and not self.suffix:
             raise UserInputError("prompt must not be empty")
-        if self.tools or self.response_format is not None:
-            raise UserInputError("a raw completion takes no tools or response format")
+        if self.tools:
+            raise UserInputError("a raw completion takes no tools")
         return self
 
     def constraint(self) -> "ToolConstraint | ResponseFormat | None":

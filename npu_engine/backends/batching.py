@@ -8,7 +8,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from npu_engine.backends.genai_config import ChatPrompting, Constraint, count_tokens, generation_config
+from npu_engine.backends.genai_config import (
+    ChatPrompting,
+    Constraint,
+    count_tokens,
+    generation_config,
+    grammar_refused,
+)
 from npu_engine.backends.pipeline_spec import BatchingLimits, PipelineSpec
 from npu_engine.devices import GB
 from npu_engine.generation import (
@@ -103,8 +109,8 @@ class BatchingPipeline(ChatPrompting):
         cancelled = False
         while True:
             kind, value = events.get()
-            if kind == "error":
-                raise value
+            if kind == "error":  # a schema the grammar backend refused at its first step is ours
+                raise grammar_refused(value, constraint) or value
             if kind == "done":
                 break
             if first is None:
@@ -148,7 +154,12 @@ class BatchingPipeline(ChatPrompting):
                     for _, events in self._inflight.values():
                         events.put(("error", RuntimeError(f"continuous batching step failed: {error}")))
                     self._inflight.clear()
-                    continue
+                    # The failed step's requests stay inside the pipeline, which would fail (or
+                    # spin) on every later step: the next request reopens it first (see _admit).
+                    self._admitted = self.limits.recycle_after
+                    self._worker = None
+                    self._drained.notify_all()
+                    return
                 for request_id, (handle, events) in list(self._inflight.items()):
                     if handle.can_read():
                         for output in handle.read().values():

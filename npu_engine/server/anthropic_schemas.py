@@ -1,4 +1,4 @@
-"""Request bodies of Anthropic's Messages API (`POST /v1/messages`, `/v1/messages/count_tokens`).
+"""Request bodies of Anthropic's Messages API (`POST /v1/messages`).
 Strict on the fields used, lenient on the rest (`metadata`, `cache_control`, `anthropic-beta`
 extras are ignored), as the OpenAI and Ollama bodies are."""
 
@@ -60,7 +60,3 @@ class MessagesRequest(_AnthropicPrompt):
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, gt=0, le=1)
     stream: bool = False
-
-
-class CountTokensRequest(_AnthropicPrompt):
-    pass

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from npu_engine.engine import Engine
@@ -69,6 +69,11 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
 
     _answer_errors_in_protocol(app)
 
+    @app.api_route("/", methods=["GET", "HEAD"], tags=["Server"], response_class=PlainTextResponse)
+    async def heartbeat() -> str:
+        # The ollama CLI checks its server with HEAD / before every command (Ollama answers 200).
+        return "npu-engine is running"
+
     @app.get("/health", tags=["Server"])
     async def health() -> dict[str, Any]:
         return {
@@ -99,7 +104,9 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
         allow_origins=list(config.allowed_origins),
         allow_origin_regex=None if config.allowed_origins else LOCAL_ORIGINS,
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Api-Key", "Anthropic-Version", "Anthropic-Beta"],
+        # Any header a local page's client sends (the OpenAI JS SDK adds x-stainless-*): the
+        # origins allowed are what guards the server, and they stay local unless configured.
+        allow_headers=["*"],
         expose_headers=["X-Request-Id", "X-NPU-Engine-Tier", "X-NPU-Engine-Model", "X-NPU-Engine-Device"],
     )
     app.add_middleware(
@@ -122,6 +129,9 @@ def _answer_errors_in_protocol(app: FastAPI) -> None:
         message = f"invalid field {field!r}: {first.get('msg', 'invalid value')}"
         if first.get("type") == "json_invalid":
             message = "the request body is not valid JSON"
+        elif field == "body" and first.get("type") in ("model_attributes_type", "missing"):
+            # No body, or one not read as JSON: OpenAI's and Anthropic's routes need its header.
+            message = "the request body must be a JSON object, sent with Content-Type: application/json"
         return _error(request, 400, message, "invalid_request_error")
 
     @app.exception_handler(StarletteHTTPException)

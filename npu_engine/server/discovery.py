@@ -40,7 +40,7 @@ def loaded_context(engine: Engine, model: str, device: str) -> int:
     within the NPU's static shape there."""
     contexts = [
         min(spec.context, engine.catalog_model(spec.model).context_length)
-        for spec in engine.tiers().values()
+        for spec in (*engine.tiers().values(), *engine.embedding_tiers().values())
         if spec.model == model
     ]
     context = max(contexts, default=0)

@@ -2,7 +2,9 @@
 into a raw prompt, and the template `/api/show` describes a model with.
 
 A template is Go's text/template with Ollama's values. What is understood: `{{ .System }}`,
-`{{ .Prompt }}`, `{{ .Suffix }}` and `{{ .Response }}` (empty: the answer comes after the prompt),
+`{{ .Prompt }}`, `{{ .Suffix }}`, `{{ .Response }}` (empty: the answer comes after the prompt) and
+`{{ .Tools }}` (empty: /api/generate declares no tools; /api/show's template names it, as tool
+callers such as litellm look for it there),
 `{{ if .X }}…{{ else if .Y }}…{{ else }}…{{ end }}` on those values (nested), and the `{{-` / `-}}`
 markers that trim the whitespace next to them. Anything else (other values, functions, ranges,
 comments) is a UserInputError naming `template`, since a part left out would change the prompt."""
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from npu_engine.errors import UserInputError
 from npu_engine.families import ModelFamily
 
-VALUES = ("System", "Prompt", "Suffix", "Response")
+VALUES = ("System", "Prompt", "Suffix", "Response", "Tools")
 ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.DOTALL)
 VALUE = re.compile(r"\.(\w+)")
 IF = re.compile(r"(?:else\s+)?if\s+\.(\w+)")
@@ -35,6 +37,12 @@ CHAT_TEMPLATES = {
     "codellama": "[INST] {{ if .System }}<<SYS>>\n{{ .System }}\n<</SYS>>\n\n{{ end }}{{ .Prompt }} [/INST]",
 }
 GENERIC_CHAT = "{{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }}"
+# What /api/show's template says of tools, for families that call them: the engine writes the
+# declarations (the model's own template, or its system prompt) and parses <tool_call> back.
+TOOLS_NOTE = (
+    "{{ if .Tools }}<tools> are declared by npu-engine; calls come back as "
+    '<tool_call>{"name": ..., "arguments": ...}</tool_call>\n{{ end }}'
+)
 # The chat turn's end in each chat format, for /api/show's stop parameters.
 CHAT_STOPS = {"qwen2.5-coder": ("<|im_end|>",), "smollm2": ("<|im_end|>",), "deepseek-coder": ("<|EOT|>",)}
 
@@ -156,8 +164,13 @@ def _render(nodes: list[_Node], values: dict[str, str]) -> str:
 
 def show_template(family: ModelFamily) -> str:
     """The template `/api/show` gives a model of `family`: its FIM form when it has one (so
-    editors that look for `.Suffix`, as Continue does, turn fill-in-the-middle on), else its chat."""
+    editors that look for `.Suffix`, as Continue does, turn fill-in-the-middle on), else its chat;
+    with `.Tools` for a family that calls tools. An embedding model has none."""
+    if family.embedding:
+        return ""
     chat = CHAT_TEMPLATES.get(family.name, GENERIC_CHAT)
+    if family.tools is not None:
+        chat = TOOLS_NOTE + chat
     infill = family.infill
     if infill is None:
         return chat

@@ -93,8 +93,8 @@ def _check_unserved(body: _OpenAISampling) -> None:
         raise UserInputError("n > 1 is served only without stream (each choice is its own generation)")
     if body.logprobs or body.top_logprobs:
         raise UserInputError(
-            "logprobs are not available: OpenVINO GenAI 2026.4's pipelines return no per-token "
-            "log probabilities"
+            "logprobs are not available: OpenVINO GenAI 2026.4's LLMPipeline, which answers here, "
+            "returns no per-token log probabilities"
         )
 
 
@@ -154,6 +154,10 @@ def openai_router(service: ModelService) -> APIRouter:
             "object": "list",
             "data": [_model_entry(service, s, now) for s in service.served()],
         }
+
+    @router.get("/models/{model}")
+    async def model(model: str) -> dict[str, Any]:
+        return _model_entry(service, service.resolve(model), int(time.time()))
 
     @router.post("/chat/completions")
     async def chat(body: ChatCompletionRequest, request: Request) -> Any:

@@ -3,7 +3,7 @@ document describes them and invalid bodies are refused with the field named)."""
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from npu_engine.server.tool_schemas import (
     OllamaToolCall,
@@ -22,6 +22,15 @@ class _Lenient(BaseModel):
     # The fields we do use are strict: "10" or true is no number and "yes" no boolean (a 400 naming
     # the field), but an integer stands for a float, as JSON clients send 1 for 1.0.
     model_config = ConfigDict(extra="ignore", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        # OpenAI's clients send `null` for what the caller left unset (litellm's embeddings send
+        # "encoding_format": null): a JSON null means the field's default, as OpenAI reads it.
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
 
 
 class ContentPart(_Lenient):
@@ -73,7 +82,8 @@ class ChatCompletionRequest(_OpenAISampling):
 
 
 class CompletionRequest(_OpenAISampling):
-    prompt: str = Field(min_length=1, description="completed as given: no chat template")
+    # Empty only with a suffix (an infill at the top of a file): GenerateRequest.validate says so.
+    prompt: str = Field(description="completed as given: no chat template")
     max_tokens: int | None = Field(default=16, ge=1, le=MAX_TOKENS_CAP)  # OpenAI's default
     suffix: str | None = Field(
         default=None, description="the text after the completion: fill in the middle (models with `insert`)"
