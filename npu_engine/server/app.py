@@ -69,7 +69,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
 
     _answer_errors_in_protocol(app)
 
-    @app.api_route("/", methods=["GET", "HEAD"], tags=["Server"], response_class=PlainTextResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False, response_class=PlainTextResponse)
     async def heartbeat() -> str:
         # The ollama CLI checks its server with HEAD / before every command (Ollama answers 200).
         return "npu-engine is running"
