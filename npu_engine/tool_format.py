@@ -22,7 +22,7 @@ from typing import Any
 
 from npu_engine.errors import UserInputError
 from npu_engine.families import ToolFormat
-from npu_engine.generation import Message, TextSink
+from npu_engine.generation import Message, TextSink, held_tail
 from npu_engine.json_schema import check_schema, validates
 from npu_engine.tools import Tool, ToolCall, ToolChoice
 
@@ -235,7 +235,7 @@ class HeldText:
         if found >= 0:
             self._calling, self._held = True, text[found:]
             return self._sink(text[:found]) if found else None
-        keep = _partial_open(text)
+        keep = held_tail(text, OPEN)
         self._held = text[len(text) - keep :] if keep else ""
         ready = text[: len(text) - keep]
         return self._sink(ready) if ready else None
@@ -244,14 +244,6 @@ class HeldText:
         if self._held and not calls:
             self._sink(self._held)
         self._held = ""
-
-
-def _partial_open(text: str) -> int:
-    """How many characters at the end of `text` may begin `<tool_call>`."""
-    for size in range(min(len(OPEN) - 1, len(text)), 0, -1):
-        if OPEN.startswith(text[-size:]):
-            return size
-    return 0
 
 
 def validate_tools(tools: Sequence[Tool], choice: ToolChoice) -> None:
