@@ -167,11 +167,10 @@ def parse(text: str, tools: Sequence[Tool]) -> tuple[str, tuple[ToolCall, ...]]:
             value, after = decoder.raw_decode(text, _skip_space(text, body))
         except ValueError:
             return text, ()
-        tool = by_name.get(str(value.get("name"))) if isinstance(value, dict) else None
-        arguments = value.get("arguments") if isinstance(value, dict) else None
-        if tool is None or not isinstance(arguments, dict) or not validates(arguments, tool.parameters):
+        call = _tool_call(value, by_name)
+        if call is None:
             return text, ()
-        calls.append(ToolCall(f"call_{secrets.token_hex(12)}", tool.name, arguments))
+        calls.append(call)
         at = text.find(OPEN, after)
     return text[:start].rstrip(), tuple(calls)
 
@@ -191,12 +190,21 @@ def _bare_calls(text: str, tools: Sequence[Tool]) -> tuple[ToolCall, ...]:
     by_name = {t.name: t for t in tools}
     calls = []
     for item in value if isinstance(value, list) else [value]:
-        tool = by_name.get(str(item.get("name"))) if isinstance(item, dict) else None
-        arguments = item.get("arguments") if isinstance(item, dict) else None
-        if tool is None or not isinstance(arguments, dict) or not validates(arguments, tool.parameters):
+        call = _tool_call(item, by_name)
+        if call is None:
             return ()
-        calls.append(ToolCall(f"call_{secrets.token_hex(12)}", tool.name, arguments))
+        calls.append(call)
     return tuple(calls)
+
+
+def _tool_call(value: Any, by_name: dict[str, Tool]) -> ToolCall | None:
+    """The call a decoded `{"name": …, "arguments": {…}}` makes: None unless it names a declared
+    tool and its arguments are an object valid for the tool's schema."""
+    tool = by_name.get(str(value.get("name"))) if isinstance(value, dict) else None
+    arguments = value.get("arguments") if isinstance(value, dict) else None
+    if tool is None or not isinstance(arguments, dict) or not validates(arguments, tool.parameters):
+        return None
+    return ToolCall(f"call_{secrets.token_hex(12)}", tool.name, arguments)
 
 
 def _skip_space(text: str, at: int) -> int:
