@@ -142,7 +142,7 @@ class ModelService:
         """The vectors of `texts` from the embedding model `model` names (UserInputError naming the
         field when it names a chat model). The work runs on its own thread, as generation does, so
         the request meets the model's bounded queue, never a thread pool's hidden one."""
-        if served.tier == AUTO or "embedding" not in self.engine.capabilities(served.tier):
+        if served.tier not in self.engine.embedding_tiers():  # `auto` too: it routes to chat tiers
             raise UserInputError(
                 f"invalid field 'model': {model!r} is a chat model and makes no embeddings "
                 f"(the embedding model here is {EMBED_TIER!r})"
