@@ -10,11 +10,11 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from npu_engine.backends.factory import OpenVinoPipelineFactory
 from npu_engine.bridge import Run
@@ -60,6 +60,8 @@ from npu_engine.targets import (
 from npu_engine.wiring import measured_speeds, remotes_from_settings, with_emulated_npu
 
 log = logging.getLogger("npu_engine")
+_T = TypeVar("_T", bound=Target)
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,6 @@ class Engine:
         """Walk the prepared chain until a target answers; each step that does not is reported.
         A failure after text was streamed ends the request: another target would start over."""
         tier, model = prepared.job.tier.tier, prepared.job.tier.model
-        steps: list[FallbackStep] = []
         streamed = False
 
         def heard(text: str) -> bool | None:
@@ -257,34 +258,23 @@ class Engine:
             streamed = True
             return on_text(text) if on_text is not None else None
 
-        for target in prepared.chain:
-            skip = self._recent_failure(target.name, model)
-            if skip:
-                steps.append(FallbackStep(target.name, f"skipped: failed {skip}"))
-                continue
-            try:
-                if prepared.job.infill is None:
-                    result = target.answer(prepared.job, heard)
-                else:  # each target starts the infill over, so each gets its own stream
-                    stream = InfillStream(prepared.job.infill, heard)
-                    result = stream.relay(partial(target.answer, prepared.job))
-                return replace(result, fallback=tuple(steps), route=prepared.route)
-            except Unavailable as unavailable:
-                steps.append(FallbackStep(target.name, str(unavailable)))
-            except (NpuEngineError, RuntimeError, OSError) as error:
-                if isinstance(error, (UserInputError, EngineBusyError)):
-                    raise
-                # Users see the sentence, never a library's file paths; the log keeps the detail.
-                log.warning("tier %s: %s failed: %s", tier, target.name, error)
-                reason = presentable(error)[:300]
-                self._remember_failure(target.name, model, reason)
-                if streamed:
-                    raise GenerationError(
-                        f"{target.name} failed mid-answer for tier {tier!r}: {reason}"
-                    ) from error
-                steps.append(FallbackStep(target.name, f"failed: {reason}"))
-        detail = "; ".join(f"{s.target}: {s.reason}" for s in steps) or "the chain is empty"
-        raise GenerationError(f"no device or fallback could answer tier {tier!r} ({detail})")
+        def attempt(target: Target) -> GenerationResult:
+            if prepared.job.infill is None:
+                return target.answer(prepared.job, heard)
+            # Each target starts the infill over, so each gets its own stream.
+            stream = InfillStream(prepared.job.infill, heard)
+            return stream.relay(partial(target.answer, prepared.job))
+
+        result, steps = self._first_to_answer(
+            prepared.chain,
+            tier,
+            model,
+            attempt,
+            failed="failed",
+            nobody=f"no device or fallback could answer tier {tier!r}",
+            streamed=lambda: streamed,
+        )
+        return replace(result, fallback=steps, route=prepared.route)
 
     def complete(
         self,
@@ -326,26 +316,16 @@ class Engine:
             )
         every = self._store.manifests()
         mine = tuple(m for m in every if m.model == spec.model)
-        steps: list[FallbackStep] = []
-        for device in self._planner.devices(tier, every):
-            target = self._devices[device.name]
-            skip = self._recent_failure(target.name, spec.model)
-            if skip:
-                steps.append(FallbackStep(target.name, f"skipped: failed {skip}"))
-                continue
-            try:
-                return target.embed(request, spec, mine)
-            except Unavailable as unavailable:
-                steps.append(FallbackStep(target.name, str(unavailable)))
-            except (NpuEngineError, RuntimeError, OSError) as error:
-                if isinstance(error, (UserInputError, EngineBusyError)):
-                    raise
-                log.warning("tier %s: %s failed to embed: %s", tier, target.name, error)
-                reason = presentable(error)[:300]
-                self._remember_failure(target.name, spec.model, reason)
-                steps.append(FallbackStep(target.name, f"failed: {reason}"))
-        detail = "; ".join(f"{s.target}: {s.reason}" for s in steps) or "the chain is empty"
-        raise GenerationError(f"no device could embed for tier {tier!r} ({detail})")
+        devices = [self._devices[device.name] for device in self._planner.devices(tier, every)]
+        embedding, _ = self._first_to_answer(
+            devices,
+            tier,
+            spec.model,
+            lambda target: target.embed(request, spec, mine),
+            failed="failed to embed",
+            nobody=f"no device could embed for tier {tier!r}",
+        )
+        return embedding
 
     def capabilities(self, tier: str) -> tuple[str, ...]:
         """What the tier's model can do, in Ollama's words (completion, tools, insert, thinking,
@@ -486,6 +466,46 @@ class Engine:
 
     def _devices_by_name(self, device: str) -> DeviceTarget:
         return self._devices[self._planner.inventory.device(device).name]
+
+    def _first_to_answer(
+        self,
+        targets: Iterable[_T],
+        tier: str,
+        model: str,
+        attempt: Callable[[_T], _R],
+        *,
+        failed: str,
+        nobody: str,
+        streamed: Callable[[], bool] = lambda: False,
+    ) -> tuple[_R, tuple[FallbackStep, ...]]:
+        """The first of `targets` that `attempt` succeeds on, and the steps that did not: a target
+        that failed recently is skipped, one that is Unavailable or fails is a step. A failure
+        after text was `streamed` ends the request: another target would start over. None
+        answering is a GenerationError that starts with `nobody` and lists the steps."""
+        steps: list[FallbackStep] = []
+        for target in targets:
+            skip = self._recent_failure(target.name, model)
+            if skip:
+                steps.append(FallbackStep(target.name, f"skipped: failed {skip}"))
+                continue
+            try:
+                return attempt(target), tuple(steps)
+            except Unavailable as unavailable:
+                steps.append(FallbackStep(target.name, str(unavailable)))
+            except (NpuEngineError, RuntimeError, OSError) as error:
+                if isinstance(error, (UserInputError, EngineBusyError)):
+                    raise
+                # Users see the sentence, never a library's file paths; the log keeps the detail.
+                log.warning("tier %s: %s %s: %s", tier, target.name, failed, error)
+                reason = presentable(error)[:300]
+                self._remember_failure(target.name, model, reason)
+                if streamed():
+                    raise GenerationError(
+                        f"{target.name} failed mid-answer for tier {tier!r}: {reason}"
+                    ) from error
+                steps.append(FallbackStep(target.name, f"failed: {reason}"))
+        detail = "; ".join(f"{s.target}: {s.reason}" for s in steps) or "the chain is empty"
+        raise GenerationError(f"{nobody} ({detail})")
 
     def _recent_failure(self, target: str, model: str) -> str | None:
         with self._guard:

@@ -108,6 +108,15 @@ def utf8_text(text: str, field: str) -> bytes:
         ) from None
 
 
+def held_tail(text: str, marker: str) -> int:
+    """How many characters at the end of `text` may begin `marker` (never all of it): the tail a
+    stream holds back until the next piece shows whether the marker follows."""
+    for size in range(min(len(text), len(marker) - 1), 0, -1):
+        if marker.startswith(text[-size:]):
+            return size
+    return 0
+
+
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from npu_engine.errors import UserInputError
 from npu_engine.families import ToolFormat
-from npu_engine.generation import Message, TextSink
+from npu_engine.generation import Message, TextSink, held_tail
 from npu_engine.json_schema import check_schema, validates
 from npu_engine.tools import Tool, ToolCall, ToolChoice
 
@@ -167,11 +167,10 @@ def parse(text: str, tools: Sequence[Tool]) -> tuple[str, tuple[ToolCall, ...]]:
             value, after = decoder.raw_decode(text, _skip_space(text, body))
         except ValueError:
             return text, ()
-        tool = by_name.get(str(value.get("name"))) if isinstance(value, dict) else None
-        arguments = value.get("arguments") if isinstance(value, dict) else None
-        if tool is None or not isinstance(arguments, dict) or not validates(arguments, tool.parameters):
+        call = _tool_call(value, by_name)
+        if call is None:
             return text, ()
-        calls.append(ToolCall(f"call_{secrets.token_hex(12)}", tool.name, arguments))
+        calls.append(call)
         at = text.find(OPEN, after)
     return text[:start].rstrip(), tuple(calls)
 
@@ -191,12 +190,21 @@ def _bare_calls(text: str, tools: Sequence[Tool]) -> tuple[ToolCall, ...]:
     by_name = {t.name: t for t in tools}
     calls = []
     for item in value if isinstance(value, list) else [value]:
-        tool = by_name.get(str(item.get("name"))) if isinstance(item, dict) else None
-        arguments = item.get("arguments") if isinstance(item, dict) else None
-        if tool is None or not isinstance(arguments, dict) or not validates(arguments, tool.parameters):
+        call = _tool_call(item, by_name)
+        if call is None:
             return ()
-        calls.append(ToolCall(f"call_{secrets.token_hex(12)}", tool.name, arguments))
+        calls.append(call)
     return tuple(calls)
+
+
+def _tool_call(value: Any, by_name: dict[str, Tool]) -> ToolCall | None:
+    """The call a decoded `{"name": …, "arguments": {…}}` makes: None unless it names a declared
+    tool and its arguments are an object valid for the tool's schema."""
+    tool = by_name.get(str(value.get("name"))) if isinstance(value, dict) else None
+    arguments = value.get("arguments") if isinstance(value, dict) else None
+    if tool is None or not isinstance(arguments, dict) or not validates(arguments, tool.parameters):
+        return None
+    return ToolCall(f"call_{secrets.token_hex(12)}", tool.name, arguments)
 
 
 def _skip_space(text: str, at: int) -> int:
@@ -235,7 +243,7 @@ class HeldText:
         if found >= 0:
             self._calling, self._held = True, text[found:]
             return self._sink(text[:found]) if found else None
-        keep = _partial_open(text)
+        keep = held_tail(text, OPEN)
         self._held = text[len(text) - keep :] if keep else ""
         ready = text[: len(text) - keep]
         return self._sink(ready) if ready else None
@@ -244,14 +252,6 @@ class HeldText:
         if self._held and not calls:
             self._sink(self._held)
         self._held = ""
-
-
-def _partial_open(text: str) -> int:
-    """How many characters at the end of `text` may begin `<tool_call>`."""
-    for size in range(min(len(OPEN) - 1, len(text)), 0, -1):
-        if OPEN.startswith(text[-size:]):
-            return size
-    return 0
 
 
 def validate_tools(tools: Sequence[Tool], choice: ToolChoice) -> None:

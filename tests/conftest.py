@@ -3,17 +3,23 @@ session into build/test-home inside the clone (reused by later runs while the ma
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from npu_engine.catalog import Catalog, PackagedFolder, load_catalog
 from npu_engine.convert import Converter, ConvertRequest
+from npu_engine.devices import discover
+from npu_engine.engine import Engine
 from npu_engine.manifest import Manifest
 from npu_engine.progress import SilentReporter
 from npu_engine.recipes import load_recipe_book
+from npu_engine.server.app import create_app
+from npu_engine.server.config import ServerConfig
 from npu_engine.sources.packaged import ensure_packaged_file, ensure_packaged_folder
 from npu_engine.store import ModelStore
+from tests.test_server import ServerThread
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"
@@ -26,6 +32,17 @@ PRIME_PROMPT = "Write a Python function to check if a number is prime."
 # venv of their own under build/, never in the project's.
 AIDER = "aider-chat==0.86.2"
 CLIENTS_VENV = BUILD / "clients-venv"
+# The tools the coder-model tests declare, in whichever shape each API wants them.
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "description": "The city name"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+    },
+    "required": ["city"],
+    "additionalProperties": False,
+}
+RUN_TESTS_SCHEMA = {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}
 
 
 def make_converter(store: ModelStore, ollama_store: Path | None = None) -> Converter:
@@ -123,3 +140,33 @@ def minilm_folder(cache_store: ModelStore, catalog: Catalog) -> Path:
 def minilm_cpu(cache_store: ModelStore) -> Manifest:
     """all-MiniLM-L6-v2 converted with the default recipe of embedding models (FP16): the embed tier."""
     return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{MINILM}", device="cpu")).manifest
+
+
+# -- servers: module-scoped, so each test module has its own engine and server -------------------
+
+
+@pytest.fixture(scope="module")
+def engine(cache_store: ModelStore, smollm_cpu: Manifest) -> Engine:
+    """The tiny profile over SmolLM2 on this machine's devices, no remote fallbacks, at most 4
+    waiting requests. A module that needs another engine defines its own `engine`."""
+    return Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=discover(), remotes=(), max_waiting=4
+    )
+
+
+@pytest.fixture(scope="module")
+def served(engine: Engine) -> Iterator[ServerThread]:
+    """The server, with the default ServerConfig, over the module's `engine`."""
+    with ServerThread(create_app(engine, ServerConfig())) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def qwen_served(cache_store: ModelStore, qwen_cpu: Manifest) -> Iterator[ServerThread]:
+    """The server, with the default ServerConfig, over the embedded profile (Qwen2.5-Coder) with no
+    measured speeds: the coder model's tool-calling and client tests."""
+    engine = Engine.from_settings(
+        store=cache_store, profile="embedded", inventory=discover(), remotes=(), measurements=[]
+    )
+    with ServerThread(create_app(engine, ServerConfig())) as server:
+        yield server

@@ -24,7 +24,7 @@ from npu_engine.manifest import Manifest
 from npu_engine.server.app import create_app
 from npu_engine.server.config import ServerConfig
 from npu_engine.store import ModelStore
-from tests.conftest import make_converter
+from tests.conftest import RUN_TESTS_SCHEMA, WEATHER_SCHEMA, make_converter
 from tests.test_server import ServerThread
 
 pytestmark = pytest.mark.slow
@@ -166,20 +166,12 @@ def test_litellm_providers_complete_and_stream(clients_python: Path, qwen_server
 WEATHER = {
     "name": "get_weather",
     "description": "Get the current weather in a city",
-    "input_schema": {
-        "type": "object",
-        "properties": {
-            "city": {"type": "string", "description": "The city name"},
-            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-        },
-        "required": ["city"],
-        "additionalProperties": False,
-    },
+    "input_schema": WEATHER_SCHEMA,
 }
 RUN_TESTS = {
     "name": "run_tests",
     "description": "Run the project's test suite and report failures",
-    "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+    "input_schema": RUN_TESTS_SCHEMA,
 }
 
 

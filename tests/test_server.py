@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -58,19 +57,6 @@ class ServerThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def engine(cache_store: ModelStore, smollm_cpu: Manifest) -> Engine:
-    return Engine.from_settings(
-        store=cache_store, profile="tiny", inventory=discover(), remotes=(), max_waiting=4
-    )
-
-
-@pytest.fixture(scope="module")
-def served(engine: Engine) -> Iterator[ServerThread]:
-    with ServerThread(create_app(engine, ServerConfig())) as server:
-        yield server
 
 
 # -- the official clients ------------------------------------------------------------------------

@@ -11,22 +11,13 @@ import anthropic
 import httpx
 import pytest
 
-from npu_engine.devices import discover
 from npu_engine.engine import Engine
 from npu_engine.manifest import Manifest
 from npu_engine.server.app import create_app
 from npu_engine.server.config import ServerConfig
-from npu_engine.store import ModelStore
 from tests.test_server import ServerThread
 
 QUESTION = [{"role": "user", "content": "Name three colours."}]
-
-
-@pytest.fixture(scope="module")
-def engine(cache_store: ModelStore, smollm_cpu: Manifest) -> Engine:
-    return Engine.from_settings(
-        store=cache_store, profile="tiny", inventory=discover(), remotes=(), max_waiting=4
-    )
 
 
 @pytest.fixture(scope="module")

@@ -3,36 +3,17 @@ discovery replayed as its client does it, /api/show's model_info and capabilitie
 /api/ps and /v1/models; and the protocol's tolerance: Ollama bodies without a JSON Content-Type,
 and every route refusing a foreign Origin before any work."""
 
-from collections.abc import Iterator
-
 import httpx
 import ollama
 import openai
 import pytest
 
-from npu_engine.devices import discover
 from npu_engine.engine import Engine
 from npu_engine.manifest import Manifest
-from npu_engine.server.app import create_app
-from npu_engine.server.config import ServerConfig
-from npu_engine.store import ModelStore
 from tests.test_server import ServerThread, local_client
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 COPILOT_MINIMUM = "0.6.4"  # vscode-copilot-chat, src/extension/byok/vscode-node/ollamaProvider.ts
-
-
-@pytest.fixture(scope="module")
-def engine(cache_store: ModelStore, smollm_cpu: Manifest) -> Engine:
-    return Engine.from_settings(
-        store=cache_store, profile="tiny", inventory=discover(), remotes=(), max_waiting=4
-    )
-
-
-@pytest.fixture(scope="module")
-def served(engine: Engine) -> Iterator[ServerThread]:
-    with ServerThread(create_app(engine, ServerConfig())) as server:
-        yield server
 
 
 def copilot_version_supported(version: str) -> bool:

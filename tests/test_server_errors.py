@@ -4,7 +4,6 @@ Real SmolLM2 IR behind a real server on 127.0.0.1."""
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,19 +17,6 @@ from npu_engine.manifest import Manifest
 from npu_engine.server.app import create_app
 from npu_engine.store import ModelStore
 from tests.test_server import HELLO, ServerThread
-
-
-@pytest.fixture(scope="module")
-def engine(cache_store: ModelStore, smollm_cpu: Manifest) -> Engine:
-    return Engine.from_settings(
-        store=cache_store, profile="tiny", inventory=discover(), remotes=(), max_waiting=4
-    )
-
-
-@pytest.fixture(scope="module")
-def served(engine: Engine) -> Iterator[ServerThread]:
-    with ServerThread(create_app(engine)) as server:
-        yield server
 
 
 def post(server: ServerThread, path: str, body: dict[str, object]) -> httpx.Response:

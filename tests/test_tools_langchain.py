@@ -1,18 +1,10 @@
 """langchain-openai, unchanged, against the server on Qwen2.5-Coder-0.5B: `bind_tools` yields a
 tool call with valid arguments, `with_structured_output` a validated pydantic object."""
 
-from collections.abc import Iterator
-
 import pytest
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 
-from npu_engine.devices import discover
-from npu_engine.engine import Engine
-from npu_engine.manifest import Manifest
-from npu_engine.server.app import create_app
-from npu_engine.server.config import ServerConfig
-from npu_engine.store import ModelStore
 from tests.test_server import ServerThread
 
 pytestmark = pytest.mark.slow
@@ -31,14 +23,10 @@ class Function(BaseModel):
 
 
 @pytest.fixture(scope="module")
-def chat(cache_store: ModelStore, qwen_cpu: Manifest) -> Iterator[ChatOpenAI]:
-    engine = Engine.from_settings(
-        store=cache_store, profile="embedded", inventory=discover(), remotes=(), measurements=[]
-    )
-    with ServerThread(create_app(engine, ServerConfig())) as server:
-        yield ChatOpenAI(
-            base_url=f"{server.url}/v1", api_key="unused", model="code", temperature=0, max_tokens=80
-        )  # type: ignore[call-arg]
+def chat(qwen_served: ServerThread) -> ChatOpenAI:
+    return ChatOpenAI(
+        base_url=f"{qwen_served.url}/v1", api_key="unused", model="code", temperature=0, max_tokens=80
+    )  # type: ignore[call-arg]
 
 
 def test_bind_tools(chat: ChatOpenAI) -> None:

@@ -5,18 +5,11 @@ validates. litellm pins its own dependencies, so it runs in the clients' virtual
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema_rs
 import pytest
 
-from npu_engine.devices import discover
-from npu_engine.engine import Engine
-from npu_engine.manifest import Manifest
-from npu_engine.server.app import create_app
-from npu_engine.server.config import ServerConfig
-from npu_engine.store import ModelStore
 from tests.test_server import ServerThread
 
 pytestmark = pytest.mark.slow
@@ -61,20 +54,11 @@ print(json.dumps({
 """
 
 
-@pytest.fixture(scope="module")
-def served(cache_store: ModelStore, qwen_cpu: Manifest) -> Iterator[ServerThread]:
-    engine = Engine.from_settings(
-        store=cache_store, profile="embedded", inventory=discover(), remotes=(), measurements=[]
-    )
-    with ServerThread(create_app(engine, ServerConfig())) as server:
-        yield server
-
-
 @pytest.mark.parametrize(
     ("model", "path"), [("openai/code", "/v1"), ("ollama_chat/code", ""), ("ollama/code", "")]
 )
 def test_litellm_provider_tools_and_json(
-    served: ServerThread, clients_python: Path, model: str, path: str
+    qwen_served: ServerThread, clients_python: Path, model: str, path: str
 ) -> None:
     ran = subprocess.run(
         [
@@ -82,7 +66,7 @@ def test_litellm_provider_tools_and_json(
             "-c",
             SCRIPT,
             model,
-            served.url + path,
+            qwen_served.url + path,
             json.dumps(WEATHER_SCHEMA),
             json.dumps(FUNCTION_SCHEMA),
         ],

@@ -4,7 +4,6 @@ embedded profile) with the official `openai` and `ollama` clients, unchanged, ag
 streamed as OpenAI's deltas, `parse()` into a pydantic model, Ollama's tools and `format`."""
 
 import json
-from collections.abc import Iterator
 
 import jsonschema_rs
 import ollama
@@ -18,19 +17,11 @@ from npu_engine.manifest import Manifest
 from npu_engine.server.app import create_app
 from npu_engine.server.config import ServerConfig
 from npu_engine.store import ModelStore
+from tests.conftest import RUN_TESTS_SCHEMA, WEATHER_SCHEMA
 from tests.test_server import ServerThread
 
 pytestmark = pytest.mark.slow
 
-WEATHER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "description": "The city name"},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city"],
-    "additionalProperties": False,
-}
 WEATHER = {
     "type": "function",
     "function": {
@@ -44,7 +35,7 @@ RUN_TESTS = {
     "function": {
         "name": "run_tests",
         "description": "Run the project's test suite and report failures",
-        "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+        "parameters": RUN_TESTS_SCHEMA,
     },
 }
 ASK = [{"role": "user", "content": "What is the weather in Paris right now?"}]
@@ -56,21 +47,12 @@ class Function(BaseModel):
     returns: str
 
 
-@pytest.fixture(scope="module")
-def served(cache_store: ModelStore, qwen_cpu: Manifest) -> Iterator[ServerThread]:
-    engine = Engine.from_settings(
-        store=cache_store, profile="embedded", inventory=discover(), remotes=(), measurements=[]
-    )
-    with ServerThread(create_app(engine, ServerConfig())) as server:
-        yield server
-
-
 def _client(served: ServerThread) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0)
 
 
-def test_tool_call_then_its_result_is_used(served: ServerThread) -> None:
-    client = _client(served)
+def test_tool_call_then_its_result_is_used(qwen_served: ServerThread) -> None:
+    client = _client(qwen_served)
     reply = client.chat.completions.create(
         model="code",
         messages=ASK,  # type: ignore[arg-type]
@@ -97,8 +79,8 @@ def test_tool_call_then_its_result_is_used(served: ServerThread) -> None:
     assert followed.choices[0].finish_reason == "stop" and "31" in answer
 
 
-def test_streamed_tool_call_assembles_from_deltas(served: ServerThread) -> None:
-    client = _client(served)
+def test_streamed_tool_call_assembles_from_deltas(qwen_served: ServerThread) -> None:
+    client = _client(qwen_served)
     chunks = list(
         client.chat.completions.create(
             model="code",
@@ -122,8 +104,8 @@ def test_streamed_tool_call_assembles_from_deltas(served: ServerThread) -> None:
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
-def test_parse_into_a_pydantic_model(served: ServerThread) -> None:
-    parsed = _client(served).chat.completions.parse(
+def test_parse_into_a_pydantic_model(qwen_served: ServerThread) -> None:
+    parsed = _client(qwen_served).chat.completions.parse(
         model="code",
         messages=[{"role": "user", "content": "Describe the Python function `def add(a, b): return a + b`."}],
         response_format=Function,
@@ -133,8 +115,8 @@ def test_parse_into_a_pydantic_model(served: ServerThread) -> None:
     assert function is not None and function.name == "add" and function.arguments == ["a", "b"]
 
 
-def test_ollama_tools_and_format(served: ServerThread) -> None:
-    client = ollama.Client(host=served.url)
+def test_ollama_tools_and_format(qwen_served: ServerThread) -> None:
+    client = ollama.Client(host=qwen_served.url)
     reply = client.chat(model="code", messages=ASK, tools=[WEATHER, RUN_TESTS], options={"num_predict": 80})
     [call] = reply.message.tool_calls or []
     assert call.function.name == "get_weather"

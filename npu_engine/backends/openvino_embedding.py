@@ -4,12 +4,10 @@ OpenVINO tokenizer."""
 import time
 from collections.abc import Sequence
 
+from npu_engine.backends.genai_config import _REFUSED
 from npu_engine.backends.pipeline_spec import EmbeddingSpec
 from npu_engine.embedding import BATCH, RawEmbedding
 from npu_engine.errors import UserInputError, presentable
-
-# What the runtime raises when it refuses a request's own values (see genai_config._REFUSED).
-_REFUSED = (RuntimeError, TypeError, ValueError)
 
 
 class OpenVinoEmbedder:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from npu_engine.errors import UserInputError
-from npu_engine.generation import Message
+from npu_engine.generation import Message, held_tail
 from npu_engine.server.anthropic_schemas import (
     AnthropicBlock,
     AnthropicMessage,
@@ -191,7 +191,7 @@ class StopScanner:
         if cut is not None:
             self.held = ""
             return text[:cut]
-        keep = max((_overlap(text, stop) for stop in self.stops), default=0)
+        keep = max((held_tail(text, stop) for stop in self.stops), default=0)
         self.held = text[len(text) - keep :] if keep else ""
         return text[: len(text) - keep]
 
@@ -206,11 +206,3 @@ class StopScanner:
             return None
         at, self.found = min(hits)
         return at
-
-
-def _overlap(text: str, stop: str) -> int:
-    """The length of the longest end of `text` that begins `stop`."""
-    for size in range(min(len(text), len(stop) - 1), 0, -1):
-        if stop.startswith(text[-size:]):
-            return size
-    return 0

@@ -7,8 +7,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from npu_engine.server.schemas import _Lenient
+from npu_engine.tool_format import MAX_TOOLS
 
-MAX_TOOLS = 128
 MAX_ANTHROPIC_TOKENS = 1 << 20
 
 

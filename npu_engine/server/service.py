@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from npu_engine.bridge import Run
-from npu_engine.catalog import EMBED_TIER, TierSpec
+from npu_engine.catalog import EMBED_TIER, TIERS, TierSpec
 from npu_engine.embedding import EmbeddingResult
 from npu_engine.engine import Engine, Prepared
 from npu_engine.errors import (
@@ -142,7 +142,7 @@ class ModelService:
         """The vectors of `texts` from the embedding model `model` names (UserInputError naming the
         field when it names a chat model). The work runs on its own thread, as generation does, so
         the request meets the model's bounded queue, never a thread pool's hidden one."""
-        if served.tier == AUTO or "embedding" not in self.engine.capabilities(served.tier):
+        if served.tier not in self.engine.embedding_tiers():  # `auto` too: it routes to chat tiers
             raise UserInputError(
                 f"invalid field 'model': {model!r} is a chat model and makes no embeddings "
                 f"(the embedding model here is {EMBED_TIER!r})"
@@ -222,17 +222,15 @@ async def _on_own_thread(work: Callable[[], T]) -> T:
     return await done
 
 
+# The order in which tiers claim a converted model that several serve: code first (the tiny and
+# embedded profiles' fast and code tiers share one model), then the other chat tiers, then embed.
+_CLAIMING = ("code", *(tier for tier in TIERS if tier != "code"), EMBED_TIER)
+
+
 def _tier_for(tiers: dict[str, TierSpec], model: str) -> str | None:
     """The tier a converted model of `model` is served under: the first of code, fast, large,
     review, embed."""
-    return next(
-        (
-            tier
-            for tier in ("code", "fast", "large", "review", "embed")
-            if tier in tiers and tiers[tier].model == model
-        ),
-        None,
-    )
+    return next((tier for tier in _CLAIMING if tier in tiers and tiers[tier].model == model), None)
 
 
 def mid_stream_message(error: BaseException) -> str:

@@ -5,6 +5,8 @@ opening tag is in the text; an answer cut off before </think> is all thinking.""
 
 from dataclasses import dataclass
 
+from npu_engine.generation import held_tail
+
 OPEN = "<think>"
 CLOSE = "</think>"
 
@@ -48,7 +50,7 @@ class ThinkingStream:
         if end >= 0:
             self.answering = True
             return text[:end], self._answer(text[end + len(CLOSE) :])
-        keep = next((size for size in range(len(CLOSE) - 1, 0, -1) if text.endswith(CLOSE[:size])), 0)
+        keep = held_tail(text, CLOSE)
         self.held = text[len(text) - keep :] if keep else ""
         return text[: len(text) - keep], ""
 
