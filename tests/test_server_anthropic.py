@@ -13,6 +13,8 @@ import pytest
 
 from npu_engine.engine import Engine
 from npu_engine.manifest import Manifest
+from npu_engine.server.anthropic_messages import chat_messages
+from npu_engine.server.anthropic_schemas import MessagesRequest
 from npu_engine.server.app import create_app
 from npu_engine.server.config import ServerConfig
 from tests.test_server import ServerThread
@@ -218,3 +220,27 @@ def test_claude_names_fall_back_to_auto_and_errors_have_anthropics_shape(
             max_tokens=4,
             messages=[*QUESTION, {"role": "assistant", "content": "Red,"}],  # type: ignore[arg-type]
         )
+
+
+def test_a_turns_text_blocks_reach_the_model_as_paragraphs() -> None:
+    # Claude Code's shape: a system reminder and the prompt, two text blocks of one user turn.
+    body = MessagesRequest.model_validate(
+        {
+            "model": "code",
+            "max_tokens": 8,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "<system-reminder>Be brief.</system-reminder>"},
+                        {"type": "text", "text": "Reverse a list in Go."},
+                    ],
+                }
+            ],
+        }
+    )
+    [turn] = chat_messages(body)
+    assert turn == {
+        "role": "user",
+        "content": "<system-reminder>Be brief.</system-reminder>\n\nReverse a list in Go.",
+    }

@@ -183,6 +183,9 @@ def test_think_and_num_ctx_on_the_ollama_api(served: ServerThread) -> None:
         assert said["think"] == "ignored: smollm2-135m-instruct does not reason"
         capped = {**body, "options": {"num_predict": 4, "num_ctx": 2048}}
         assert http.post("/api/chat", json=capped).json()["npu_engine"]["num_ctx"] == 2048
+        # What applies, not what was asked: the tiny profile's code tier plans 8192 tokens.
+        above = {**body, "options": {"num_predict": 4, "num_ctx": 32768}}
+        assert http.post("/api/chat", json=above).json()["npu_engine"]["num_ctx"] == 8192
         long = [{"role": "user", "content": "Please say hello to every one of my friends. " * 8}]
         tight = http.post(
             "/api/chat", json={"model": "code", "messages": long, "stream": False, "options": {"num_ctx": 32}}

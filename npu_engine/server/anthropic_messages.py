@@ -41,6 +41,11 @@ def chat_messages(body: _AnthropicPrompt) -> list[Message]:
     return messages
 
 
+# A turn's text blocks are separate paragraphs to the model: Claude Code sends a system reminder
+# and the prompt as two blocks of one user turn, which run together if joined with nothing.
+BLOCKS_JOINED = "\n\n"
+
+
 def _blocks(message: AnthropicMessage) -> list[AnthropicBlock]:
     content = message.content
     return [AnthropicBlock(type="text", text=content)] if isinstance(content, str) else content
@@ -52,7 +57,7 @@ def _user(message: AnthropicMessage, where: str) -> list[Message]:
 
     def flush() -> None:
         if text:
-            found.append({"role": "user", "content": "".join(text)})
+            found.append({"role": "user", "content": BLOCKS_JOINED.join(text)})
             text.clear()
 
     for index, block in enumerate(_blocks(message)):
@@ -96,7 +101,7 @@ def _assistant(message: AnthropicMessage, where: str) -> list[Message]:
             )
         elif block.type not in _DROPPED:
             raise UserInputError(f"{here}.type {block.type!r} is not served here (text and tool_use are)")
-    turn: Message = {"role": "assistant", "content": "".join(text)}
+    turn: Message = {"role": "assistant", "content": BLOCKS_JOINED.join(text)}
     if calls:
         turn["tool_calls"] = calls
     return [turn]

@@ -298,8 +298,9 @@ def _notes(service: ModelService, body: _OllamaCommon, asked: GenerateRequest) -
     set, and that `think` was ignored where the tier's model does not reason (where it does, its
     <think> section is the answer's `thinking`)."""
     notes: dict[str, Any] = {}
-    if asked.context_limit is not None:
-        notes["num_ctx"] = asked.context_limit
+    if asked.context_limit is not None:  # the cap that applies: never above the tier's own context
+        tier_context = served_context(service.engine, Served(asked.tier, asked.tier, None))
+        notes["num_ctx"] = min(asked.context_limit, tier_context)
     if body.think:
         tiers = service.engine.tiers()
         models = [tiers[asked.tier].model] if asked.tier in tiers else [t.model for t in tiers.values()]
