@@ -143,3 +143,12 @@ def test_a_schema_the_grammar_refuses_mid_batch_is_the_requests_error_and_the_pi
         )
     after = pipeline.generate(HELLO, SamplingOptions(max_new_tokens=8))
     assert after.text and after.metrics.output_tokens > 0 and pipeline.reopened == 1
+
+
+def test_show_names_tools_for_tool_callers_and_ps_gives_an_embedder_its_context(client: TestClient) -> None:
+    # litellm decides whether an Ollama model calls tools by looking for "tools" in its template.
+    assert ".Tools" in client.post("/api/show", json={"model": "code"}).json()["template"]
+    assert client.post("/api/show", json={"model": "embed"}).json()["template"] == ""
+    assert client.post("/api/embed", json={"model": "embed", "input": "x"}).status_code == 200
+    [embedder] = [m for m in client.get("/api/ps").json()["models"] if m["decoding"] == "embed"]
+    assert embedder["context_length"] == 256
