@@ -297,7 +297,7 @@ class Engine:
         """The model family of the tier's model (`auto`: of the code tier's, where raw completions go)."""
         if tier == AUTO:
             tier = self._router.route_completion().tier
-        return self._planner.catalog.model(self._planner.tier(tier).model).family
+        return self._family_of(self._planner.tier(tier))
 
     def embed(
         self, texts: str | Sequence[str], tier: str = EMBED_TIER, *, truncate: bool = True
@@ -326,11 +326,6 @@ class Engine:
             nobody=f"no device could embed for tier {tier!r}",
         )
         return embedding
-
-    def capabilities(self, tier: str) -> tuple[str, ...]:
-        """What the tier's model can do, in Ollama's words (completion, tools, insert, thinking,
-        embedding): its family's capabilities in the catalog."""
-        return self._planner.catalog.model(self._planner.tier(tier).model).family.capabilities()
 
     def generate_on(
         self,
@@ -452,13 +447,16 @@ class Engine:
 
     def _completion(self, request: GenerateRequest, tier: TierSpec) -> tuple[RawPrompt, InfillEnd | None]:
         """A raw completion's text for the tier's model, and an infill's end rules (infill.py)."""
-        family = self._planner.catalog.model(tier.model).family
+        family = self._family_of(tier)
         return completion_prompt(
             family, f"{tier.model} (tier {tier.tier})", request.prompt or "", request.suffix
         )
 
     def _embeds(self, spec: TierSpec) -> bool:
-        return self._planner.catalog.model(spec.model).family.embedding
+        return self._family_of(spec).embedding
+
+    def _family_of(self, spec: TierSpec) -> ModelFamily:
+        return self._planner.catalog.model(spec.model).family
 
     def _chain(self, tier: str, manifests: Sequence[Manifest]) -> tuple[Target, ...]:
         devices: list[Target] = [self._devices[d.name] for d in self._planner.devices(tier, manifests)]

@@ -85,8 +85,8 @@ def test_engine_embeds_through_the_pool(engine: Engine, minilm_cpu: Manifest) ->
         engine.embed(QUERY, tier="code")
     with pytest.raises(UserInputError, match="all-minilm-l6-v2, an embedding model: it does not chat"):
         engine.generate("Say hello.", tier="embed")
-    assert engine.capabilities("embed") == ("embedding",)
-    assert "embedding" not in engine.capabilities("code")
+    assert engine.family("embed").capabilities() == ("embedding",)
+    assert "embedding" not in engine.family("code").capabilities()
     assert (minilm_cpu.name, "CPU", "embed") in engine.unload(minilm_cpu.name)
 
 
