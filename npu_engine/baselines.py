@@ -21,10 +21,10 @@ from npu_engine.generation import (
     TextSink,
     finish_reason,
 )
+from npu_engine.gguf_source import source_gguf_path
 from npu_engine.machine import cpu_threads
 from npu_engine.manifest import Manifest
 from npu_engine.progress import SilentReporter
-from npu_engine.settings import ollama_models_dir
 from npu_engine.sources.packaged import ensure_packaged_file
 from npu_engine.store import ModelStore
 
@@ -33,20 +33,14 @@ LOOKUP_TOKENS = 5
 
 
 def source_gguf(manifest: Manifest, catalog: Catalog, store: ModelStore) -> Path | None:
-    """The GGUF file a conversion was made from, when there is one on this machine."""
-    kind, ident = manifest.source.kind, manifest.source.id
-    if kind == "packaged":
-        packaged = catalog.model(ident.removeprefix("pkg:")).packaged
-        if not isinstance(packaged, PackagedFile):  # none, or a Hugging Face folder: no GGUF
-            return None
-        return ensure_packaged_file(packaged, store.root / "sources", SilentReporter())
-    if kind == "gguf":
-        path = Path(ident)
-    elif kind == "ollama":  # the model blob, by the digest the conversion verified
-        path = ollama_models_dir() / "blobs" / manifest.source.digest.replace(":", "-")
-    else:
-        return None  # Hugging Face weights: llama.cpp would need its own conversion, not the same weights
-    return path if path.is_file() else None
+    """The GGUF file a conversion was made from, when there is one on this machine (a packaged
+    model's is assembled again from its packages when it is gone)."""
+    path = source_gguf_path(manifest, catalog, store.root)
+    if path is not None and manifest.source.kind == "packaged" and not path.is_file():
+        packaged = catalog.model(manifest.source.id.removeprefix("pkg:")).packaged
+        if isinstance(packaged, PackagedFile):
+            return ensure_packaged_file(packaged, store.root / "sources", SilentReporter())
+    return path if path is not None and path.is_file() else None
 
 
 class LlamaCppModel:

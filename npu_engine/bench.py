@@ -19,7 +19,7 @@ from npu_engine.engine import Engine
 from npu_engine.errors import EngineBusyError
 from npu_engine.generation import GenerationMetrics, Message, RawGeneration, SamplingOptions, TextSink
 from npu_engine.machine import peak_memory
-from npu_engine.request import Decoding, GenerationResult
+from npu_engine.request import BackendChoice, Decoding, GenerationResult
 from npu_engine.scheduler import Measurement
 
 QUALITY_MAX_NEW_TOKENS = 512
@@ -64,6 +64,7 @@ class SpeedSummary:
     peak_rss_bytes: int
     emulated: bool
     ceiling_tokens_per_second: float | None = None  # memory-bandwidth limit of plain decoding
+    backend: str = "openvino"  # the engine's backend that ran it (openvino, llama.cpp)
 
 
 def summarize(
@@ -75,7 +76,11 @@ def summarize(
     runs: Sequence[GenerationMetrics],
     load_seconds: float,
     peak_rss_bytes: int,
+    backend: str = "openvino",
 ) -> SpeedSummary:
+    """The runs' spread; prompt tokens/s from the runs whose prompt was evaluated whole (a prompt
+    read back from the KV cache says nothing about prefill speed), all runs when none was."""
+    cold = [r for r in runs if r.cached_tokens == 0] or list(runs)
     return SpeedSummary(
         system=system,
         tier=tier,
@@ -86,12 +91,13 @@ def summarize(
         input_tokens=sum(r.input_tokens for r in runs),
         output_tokens=sum(r.output_tokens for r in runs),
         tokens_per_second=Spread.of([r.tokens_per_second for r in runs]),
-        prompt_tokens_per_second=Spread.of([r.input_tokens * 1000 / max(r.ttft_ms, 1e-6) for r in runs]),
+        prompt_tokens_per_second=Spread.of([r.input_tokens * 1000 / max(r.ttft_ms, 1e-6) for r in cold]),
         ttft_ms=Spread.of([r.ttft_ms for r in runs]),
         tpot_ms=Spread.of([r.tpot_ms for r in runs]),
         load_seconds=load_seconds,
         peak_rss_bytes=peak_rss_bytes,
         emulated="emulated" in device,
+        backend=backend,
     )
 
 
@@ -108,11 +114,13 @@ def measure_speed(
     prompts: Sequence[BenchPrompt],
     runs: int,
     max_new_tokens: int,
+    backend: BackendChoice = "openvino",
 ) -> SpeedSummary:
-    """One warm-up call (which also loads the pipeline), then `runs` passes over `prompts`."""
+    """One warm-up call (which also loads the pipeline), then `runs` passes over `prompts`, on
+    `backend` (auto: whichever the engine picks)."""
 
     def ask(prompt: str, max_tokens: int) -> GenerationResult:
-        return engine.generate(prompt, tier=tier, max_new_tokens=max_tokens, decoding=mode)
+        return engine.generate(prompt, tier=tier, max_new_tokens=max_tokens, decoding=mode, backend=backend)
 
     warm, results, peak_bytes = _warm_then_runs(ask, prompts, runs, max_new_tokens)
     return summarize(
@@ -124,6 +132,7 @@ def measure_speed(
         [r.metrics for r in results],
         warm.metrics.load_seconds,
         peak_bytes,
+        warm.backend,
     )
 
 
@@ -255,6 +264,7 @@ class QualitySummary:
     recipe: str
     device: str
     outcomes: tuple[TaskOutcome, ...] = field(repr=False)
+    backend: str = "openvino"  # the engine's backend that answered (the llama.cpp baseline: "")
 
     @property
     def passed(self) -> int:
@@ -309,18 +319,35 @@ def measure_quality(
     device: str,
     answer: Callable[[str], str],
     tasks: Sequence[CodingTask],
+    backend: str = "",
 ) -> QualitySummary:
     """pass@1: one greedy answer per task, scored by its hidden tests."""
-    return QualitySummary(system, tier, model, recipe, device, tuple(score_task(t, answer) for t in tasks))
+    outcomes = tuple(score_task(t, answer) for t in tasks)
+    return QualitySummary(system, tier, model, recipe, device, outcomes, backend)
 
 
-def to_measurements(summaries: Sequence[SpeedSummary]) -> list[Measurement]:
-    """Device-profile entries: the engine's own figures; emulated devices never count as speed figures."""
-    return [
-        Measurement(s.tier, _kind(s.device), s.tokens_per_second.mean, s.ttft_ms.mean, s.mode)
+def to_measurements(
+    summaries: Sequence[SpeedSummary], quality: Sequence[QualitySummary] = ()
+) -> list[Measurement]:
+    """Device-profile entries: the engine's own figures; emulated devices never count as speed
+    figures. Plain decoding's entry carries the pass@1 its model scored on that backend (greedy
+    answers are the same in every mode), when the quality part measured it."""
+    scored = {(q.model, q.backend): q.pass_at_1 for q in quality if q.system == "npu-engine"}
+    measured = [
+        Measurement(
+            s.tier,
+            _kind(s.device),
+            s.tokens_per_second.mean,
+            s.ttft_ms.mean,
+            s.mode,
+            s.backend,
+            s.prompt_tokens_per_second.mean,
+            scored.get((s.model, s.backend)) if s.mode == "plain" else None,
+        )
         for s in summaries
         if not s.emulated and s.system == "npu-engine"
     ]
+    return measured
 
 
 def _kind(device: str) -> Literal["npu", "gpu", "cpu"]:

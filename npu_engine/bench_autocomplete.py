@@ -4,7 +4,11 @@ Each case of `bench/autocomplete.jsonl` is a cut in real Python code (this proje
 as of the file's writing): a ≈1,500-token prefix, a ≈300-token suffix, and the lines cut out
 between them (`middle`). Each run asks `Engine.complete(prefix, suffix=suffix)` for at most 64
 new tokens, greedy, and times what an editor waits for: the first text it is handed and the whole
-answer. The infill's end rules apply (infill.py), as they do for every infill."""
+answer. The infill's end rules apply (infill.py), as they do for every infill.
+
+`typing` rows ask as an editor does while someone types: the same file again and again, the prefix
+growing by the next few characters of the cut-out lines each time, so that what a backend keeps
+of the last prompt (prefix reuse) shows in the first-token time of every request after the first."""
 
 import json
 import time
@@ -14,9 +18,11 @@ from dataclasses import dataclass
 from npu_engine.bench import Spread
 from npu_engine.data import read_lines
 from npu_engine.engine import Engine
-from npu_engine.request import Decoding, GenerateRequest, GenerationResult
+from npu_engine.request import BackendChoice, Decoding, GenerateRequest, GenerationResult
 
 AUTOCOMPLETE_MAX_NEW_TOKENS = 64
+TYPING_STEPS = 6  # requests per typed file
+TYPING_CHARACTERS = 6  # characters typed between two requests
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,8 @@ class AutocompleteRow:
     model: str
     device: str
     decoding: str
+    backend: str
+    kind: str  # "files" (each case once per run) or "typing" (one file, the prefix growing)
     requests: int
     input_tokens: float
     output_tokens: float
@@ -60,12 +68,21 @@ def measure_autocomplete(
     runs: int = 1,
     max_new_tokens: int = AUTOCOMPLETE_MAX_NEW_TOKENS,
     decoding: Decoding = "auto",
+    backend: BackendChoice = "auto",
+    kind: str = "files",
+    warm_up: AutocompleteCase | None = None,
 ) -> AutocompleteRow:
-    """One warm-up infill (it also loads the model), then `runs` passes over `cases`."""
+    """One warm-up infill (it also loads the model; `warm_up`, default the first case), then
+    `runs` passes over `cases`."""
 
     def ask(case: AutocompleteCase) -> tuple[float, float, GenerationResult]:
         request = GenerateRequest.completion(
-            case.prefix, suffix=case.suffix, tier=tier, max_new_tokens=max_new_tokens, decoding=decoding
+            case.prefix,
+            suffix=case.suffix,
+            tier=tier,
+            max_new_tokens=max_new_tokens,
+            decoding=decoding,
+            backend=backend,
         )
         started = time.perf_counter()
         first: list[float] = []
@@ -78,7 +95,7 @@ def measure_autocomplete(
         finished = time.perf_counter()
         return 1000 * ((first[0] if first else finished) - started), 1000 * (finished - started), result
 
-    ask(cases[0])
+    ask(warm_up or cases[0])
     firsts: list[float] = []
     totals: list[float] = []
     results: list[GenerationResult] = []
@@ -98,6 +115,8 @@ def measure_autocomplete(
         model=last.model,
         device=last.device,
         decoding=last.decoding,
+        backend=last.backend,
+        kind=kind,
         requests=len(results),
         input_tokens=sum(m.input_tokens for m in metrics) / len(metrics),
         output_tokens=sum(m.output_tokens for m in metrics) / len(metrics),
@@ -112,18 +131,34 @@ def measure_autocomplete(
 def autocomplete_table(rows: Sequence[AutocompleteRow]) -> str:
     """The rows as a Markdown table (an emulated device is marked: never a speed figure)."""
     lines = [
-        "| tier | model | device | decoding | requests | tokens in | tokens out | first token (ms) "
-        "| first text (ms) | total (ms) | first line right |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| tier | model | device | backend | decoding | requests | tokens in | tokens out "
+        "| first token (ms) | first text (ms) | total (ms) | first line right |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         device = r.device + (" (not a speed figure)" if r.emulated else "")
         lines.append(
-            f"| {r.tier} | {r.model} | {device} | {r.decoding} | {r.requests} | {r.input_tokens:.0f} "
+            f"| {r.tier} | {r.model} | {device} | {r.backend} | {r.decoding} ({r.kind}) | {r.requests} "
+            f"| {r.input_tokens:.0f} "
             f"| {r.output_tokens:.1f} | {r.ttft_ms} | {r.first_text_ms} | {r.total_ms} "
             f"| {r.first_line_matches}/{r.requests} |"
         )
     return "\n".join(lines)
+
+
+def typing_cases(case: AutocompleteCase, steps: int = TYPING_STEPS) -> list[AutocompleteCase]:
+    """`case` as an editor asks for it while the cut-out lines are typed: the prefix grows by
+    TYPING_CHARACTERS of them from one request to the next."""
+    return [
+        AutocompleteCase(
+            f"{case.id}+{k}",
+            case.source,
+            case.prefix + case.middle[: k * TYPING_CHARACTERS],
+            case.suffix,
+            case.middle[k * TYPING_CHARACTERS :],
+        )
+        for k in range(steps)
+    ]
 
 
 def autocomplete_report(
@@ -132,12 +167,25 @@ def autocomplete_report(
     runs: int = 1,
     max_new_tokens: int = AUTOCOMPLETE_MAX_NEW_TOKENS,
     say: Callable[[str], None] = lambda _: None,
+    backends: Sequence[BackendChoice] = ("auto",),
 ) -> list[AutocompleteRow]:
-    """The autocomplete row of each tier (default: every tier whose model can fill in the middle)."""
+    """The autocomplete rows of each tier (default: every tier whose model can fill in the
+    middle) on each backend: every case once per run, then one file typed into."""
     cases = autocomplete_cases()
     chosen = list(tiers) or [t for t in engine.tiers() if engine.family(t).infill is not None]
     rows = []
     for tier in chosen:
-        say(f"autocomplete: tier {tier}, {len(cases)} cases x {runs} run(s), <= {max_new_tokens} new tokens")
-        rows.append(measure_autocomplete(engine, tier, cases, runs, max_new_tokens))
+        for backend in backends:
+            say(
+                f"autocomplete: tier {tier} ({backend}), {len(cases)} cases x {runs} run(s), "
+                f"<= {max_new_tokens} new tokens"
+            )
+            rows.append(measure_autocomplete(engine, tier, cases, runs, max_new_tokens, backend=backend))
+            typed = typing_cases(cases[0])
+            say(f"autocomplete: tier {tier} ({backend}), typing into {cases[0].id}: {len(typed)} requests")
+            rows.append(
+                measure_autocomplete(
+                    engine, tier, typed, 1, max_new_tokens, backend=backend, kind="typing", warm_up=cases[-1]
+                )
+            )
     return rows

@@ -17,9 +17,10 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import cast, get_args
 
 from npu_engine.bench_autocomplete import AUTOCOMPLETE_MAX_NEW_TOKENS, autocomplete_report, autocomplete_table
-from npu_engine.bench_plan import PARTS, run_plan
+from npu_engine.bench_plan import PARTS, checked, run_plan
 from npu_engine.bench_quality import quality_per_recipe
 from npu_engine.bench_report import markdown, speed_table
 from npu_engine.bench_routing import routing_report
@@ -30,6 +31,7 @@ from npu_engine.cli_support import run_cli
 from npu_engine.coding_tasks import LANGUAGES
 from npu_engine.devices import discover
 from npu_engine.engine import Engine, fast_tier_generate
+from npu_engine.request import BackendChoice
 from npu_engine.router import load_rules
 from npu_engine.router_fit import load_labelled
 from npu_engine.settings import catalog_profile, engine_home
@@ -139,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     autocomplete.add_argument("--runs", type=int, default=1, help="passes over the cases after the warm-up")
     autocomplete.add_argument("--max-new-tokens", type=int, default=AUTOCOMPLETE_MAX_NEW_TOKENS)
     autocomplete.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    autocomplete.add_argument(
+        "--backends",
+        default="auto",
+        help="comma-separated: auto, openvino, llama.cpp (one row pair each; default: auto)",
+    )
+    autocomplete.add_argument(
+        "--no-reuse", action="store_true", help="evaluate every prompt whole (no prefix reuse)"
+    )
     return parser
 
 
@@ -274,8 +284,16 @@ def _soak(args: argparse.Namespace) -> int:
 
 
 def _autocomplete(args: argparse.Namespace) -> int:
-    engine = Engine.from_settings(args.profile or catalog_profile())
-    rows = autocomplete_report(engine, _items(args.tiers), args.runs, args.max_new_tokens, say=_say)
+    engine = Engine.from_settings(args.profile or catalog_profile(), prefix_reuse=not args.no_reuse)
+    backends = checked(_items(args.backends), get_args(BackendChoice), "backend")
+    rows = autocomplete_report(
+        engine,
+        _items(args.tiers),
+        args.runs,
+        args.max_new_tokens,
+        say=_say,
+        backends=cast(list[BackendChoice], backends),
+    )
     print(autocomplete_table(rows))
     if args.out is not None:
         args.out.write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n", encoding="utf-8")

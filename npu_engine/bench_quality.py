@@ -60,7 +60,9 @@ def quality_per_recipe(
 
         say(f"quality: {len(tasks)} tasks on {name}")
         results.quality.append(
-            measure_quality("npu-engine", "-", name, recipe, device, until_code_block(answer), tasks)
+            measure_quality(
+                "npu-engine", "-", name, recipe, device, until_code_block(answer), tasks, "openvino"
+            )
         )
         engine.unload(name)
     if baseline:

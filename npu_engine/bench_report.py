@@ -65,6 +65,7 @@ def speed_table(speed: Sequence[SpeedSummary]) -> str:
         "tier",
         "model",
         "device",
+        "backend",
         "mode",
         "tokens/s",
         "llama.cpp tokens/s",
@@ -90,6 +91,7 @@ def speed_table(speed: Sequence[SpeedSummary]) -> str:
                 s.tier,
                 s.model,
                 device,
+                s.backend,
                 s.mode,
                 s.tokens_per_second,
                 llama.tokens_per_second if llama else "n/a",
@@ -109,6 +111,7 @@ def speed_table(speed: Sequence[SpeedSummary]) -> str:
                     s.tier,
                     f"{s.system}: {s.model}",
                     s.device,
+                    "",
                     s.mode,
                     s.tokens_per_second,
                     "",
@@ -130,8 +133,9 @@ def quality_table(quality: Sequence[QualitySummary]) -> str:
         per = q.by_language()
         cells = [f"{per[lang][0]}/{per[lang][1]}" if lang in per else "–" for lang in LANGUAGES]
         pass_at_1 = f"{q.pass_at_1:.0%} ({q.passed}/{len(q.outcomes)})"
-        rows.append([q.system, q.tier, q.model, q.recipe, q.device, pass_at_1, *cells])
-    return markdown_table(["system", "tier", "model", "recipe", "device", "pass@1", *LANGUAGES], rows)
+        rows.append([q.system, q.backend, q.tier, q.model, q.recipe, q.device, pass_at_1, *cells])
+    header = ["system", "backend", "tier", "model", "recipe", "device", "pass@1", *LANGUAGES]
+    return markdown_table(header, rows)
 
 
 def concurrency_table(points: Sequence[ConcurrencyPoint]) -> str:

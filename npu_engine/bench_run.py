@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from npu_engine.baselines import source_gguf
+from npu_engine.backends.pipeline_spec import Backend
 from npu_engine.bench import (
     QUALITY_MAX_NEW_TOKENS,
     ConcurrencyPoint,
+    QualitySummary,
     SpeedSummary,
     measure_concurrency,
     measure_load,
@@ -25,7 +26,7 @@ from npu_engine.bench import (
     to_measurements,
     until_code_block,
 )
-from npu_engine.bench_baselines import llama_quality, measure_baselines
+from npu_engine.bench_baselines import measure_baselines
 from npu_engine.bench_plan import RunPlan
 from npu_engine.bench_report import BenchResults, BenchRun, write_results
 from npu_engine.catalog import Catalog
@@ -58,8 +59,9 @@ class EngineFactory(Protocol):
 
 def bench_engines(store: ModelStore, catalog: Catalog) -> EngineFactory:
     """Engines over `store` and `catalog` as the bench measures them: no remote fallback (a figure is
-    the device's own) and no measurements read (the bench writes the device profile; it never plans
-    by an old one)."""
+    the device's own), no measurements read (the bench writes the device profile; it never plans
+    by an old one) and no prefix reuse (every prompt evaluated whole, so that first-token times
+    measure prefill; what reuse saves is measured by the autocomplete and agent rows)."""
 
     def make(
         inventory: Inventory, *, profile: str, emulate_npu: bool = False, continuous_batching: bool = False
@@ -73,6 +75,7 @@ def bench_engines(store: ModelStore, catalog: Catalog) -> EngineFactory:
             remotes=(),
             measurements=[],
             continuous_batching=continuous_batching,
+            prefix_reuse=False,
         )
 
     return make
@@ -118,7 +121,7 @@ def run_bench(
     results.seconds = time.monotonic() - started
     folder = write_results(out, results)
     written = None
-    measurements = to_measurements(results.speed)
+    measurements = to_measurements(results.speed, results.quality)
     if measurements and write_device_profile:
         written = profile_path(store.root)
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
@@ -154,42 +157,42 @@ def engines_per_kind(plan: RunPlan, inventory: Inventory, engines: EngineFactory
 
 
 def _speed(plan: RunPlan, engines: Engines, results: BenchResults, say: Callable[[str], None]) -> None:
-    """Each tier and mode on each device; tiers that share a model (and draft) are measured once."""
+    """Each tier and mode on each device, and on the CPU each backend (llama.cpp decodes plainly);
+    tiers that share a model (and draft) are measured once."""
     for kind, engine in engines:
-        measured: dict[tuple[str, str | None, str], SpeedSummary] = {}
+        measured: dict[tuple[str, str | None, str, str], SpeedSummary] = {}
         for tier in plan.tiers:
             spec = engine.tier(tier)
             for mode in plan.modes:
                 if mode == "speculative" and spec.draft is None:
                     continue
-                key = (spec.model, spec.draft if mode == "speculative" else None, mode)
-                if key in measured:
-                    results.speed.append(replace(measured[key], tier=tier))
-                    continue
-                began = time.monotonic()
-                try:
-                    summary = measure_speed(
-                        engine,
-                        tier,
-                        mode,
-                        plan.prompts,
-                        plan.runs,
-                        plan.max_new_tokens,
+                backends: list[Backend] = ["openvino"]
+                if kind == "cpu" and mode == "plain" and not engine.emulates_npu:
+                    backends.append("llama.cpp")
+                for backend in backends:
+                    key = (spec.model, spec.draft if mode == "speculative" else None, mode, backend)
+                    if key in measured:
+                        results.speed.append(replace(measured[key], tier=tier))
+                        continue
+                    began = time.monotonic()
+                    try:
+                        summary = measure_speed(
+                            engine, tier, mode, plan.prompts, plan.runs, plan.max_new_tokens, backend
+                        )
+                    except NpuEngineError as error:  # a mode, backend or model this device lacks
+                        note = f"{tier} {mode} on {kind.upper()} ({backend}) not measured: {error}"
+                        results.notes.append(note)
+                        say(note)
+                        continue
+                    if engine.emulates_npu and not summary.emulated:
+                        continue  # the emulated NPU could not take it; the CPU answered, measured on its own
+                    measured[key] = summary
+                    results.speed.append(summary)
+                    engine.unload()  # each mode's peak memory is its own
+                    say(
+                        f"measured {tier} on {summary.device} ({mode}, {backend}): "
+                        f"{summary.tokens_per_second} tokens/s in {time.monotonic() - began:.0f}s"
                     )
-                except NpuEngineError as error:  # a mode this tier or device cannot run, a missing model
-                    note = f"{tier} {mode} on {kind.upper()} not measured: {error}"
-                    results.notes.append(note)
-                    say(note)
-                    continue
-                if engine.emulates_npu and not summary.emulated:
-                    continue  # the emulated NPU could not take it; the CPU answered, measured on its own
-                measured[key] = summary
-                results.speed.append(summary)
-                engine.unload()  # each mode's peak memory is its own
-                say(
-                    f"measured {tier} on {summary.device} ({mode}): {summary.tokens_per_second} tokens/s "
-                    f"in {time.monotonic() - began:.0f}s"
-                )
 
 
 def _ceilings(
@@ -255,46 +258,52 @@ def _quality_runs(
     results: BenchResults,
     say: Callable[[str], None],
 ) -> None:
-    """pass@1 for each distinct model of the tiers (plain greedy decoding), then llama.cpp on its GGUF."""
+    """pass@1 for each distinct model of the tiers (plain greedy decoding), on OpenVINO, then on
+    llama.cpp (the engine's other CPU backend, on the GGUF the model was converted from, with the
+    same chat template) where the GGUF is here: the same weights, the prompt identical."""
     seen: set[str] = set()
     for tier in plan.tiers:
         model = engine.tier(tier).model
         if model in seen:
             continue
         seen.add(model)
+        for backend in ("openvino", "llama.cpp"):
+            row = _quality_on(plan, store, engine, tier, backend, results, say)
+            if row is not None:
+                results.quality.append(row)
+            engine.unload()
 
-        def ours(prompt: str, sink: TextSink, tier: str = tier) -> str:
-            return engine.generate(
-                prompt, tier=tier, max_new_tokens=QUALITY_MAX_NEW_TOKENS, decoding="plain", on_text=sink
-            ).text
 
-        probe = _guarded(
-            results,
-            say,
-            lambda tier=tier: engine.generate("hi", tier=tier, max_new_tokens=1),  # type: ignore[misc]
-            None,
-        )
-        if probe is None:
-            continue
-        manifest = next((m for m in store.manifests() if m.name == probe.model), None)
-        recipe = manifest.recipe.name if manifest else "?"
-        say(f"quality: {len(plan.tasks)} tasks on {probe.model} ({probe.device})")
-        results.quality.append(
-            measure_quality(
-                "npu-engine",
-                tier,
-                probe.model,
-                recipe,
-                probe.device,
-                until_code_block(ours),
-                plan.tasks,
-            )
-        )
-        engine.unload()
-        gguf = source_gguf(manifest, catalog, store) if "baselines" in plan.parts and manifest else None
-        if gguf is not None:
-            say(f"quality: {len(plan.tasks)} tasks on llama.cpp {gguf.name}")
-            results.quality.append(llama_quality(gguf, tier, plan.tasks))
+def _quality_on(
+    plan: RunPlan,
+    store: ModelStore,
+    engine: Engine,
+    tier: str,
+    backend: Backend,
+    results: BenchResults,
+    say: Callable[[str], None],
+) -> QualitySummary | None:
+    def ours(prompt: str, sink: TextSink) -> str:
+        return engine.generate(
+            prompt,
+            tier=tier,
+            max_new_tokens=QUALITY_MAX_NEW_TOKENS,
+            decoding="plain",
+            backend=backend,
+            on_text=sink,
+        ).text
+
+    probe = _guarded(
+        results, say, lambda: engine.generate("hi", tier=tier, max_new_tokens=1, backend=backend), None
+    )
+    if probe is None:
+        return None
+    manifest = next((m for m in store.manifests() if m.name == probe.model), None)
+    recipe = manifest.recipe.name if manifest else "?"
+    say(f"quality: {len(plan.tasks)} tasks on {probe.model} ({probe.device}, {backend})")
+    return measure_quality(
+        "npu-engine", tier, probe.model, recipe, probe.device, until_code_block(ours), plan.tasks, backend
+    )
 
 
 def _guarded(results: BenchResults, say: Callable[[str], None], body: Callable[[], _T], fallback: _T) -> _T:

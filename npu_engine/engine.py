@@ -87,6 +87,8 @@ class Engine:
     `continuous_batching` decodes concurrent plain requests on the CPU and GPU together in one
     ContinuousBatchingPipeline instead of queueing them on an LLMPipeline (off by default: see
     backends/batching.py for what OpenVINO GenAI 2026.4 keeps from every request there).
+    `prefix_reuse` keeps a pipeline's KV cache from one request to the next where that leaves
+    answers unchanged (see backends/llama_cpp.py); off, every prompt is evaluated whole.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class Engine:
         emulate_npu: bool = False,
         continuous_batching: bool = False,
         allow_modified_models: bool = False,
+        prefix_reuse: bool = True,
         failure_ttl_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -109,7 +112,7 @@ class Engine:
         self._router = router
         self._remotes = tuple(remotes)
         self._emulate_npu = emulate_npu
-        self._loader = PipelineLoader(store, pool, continuous_batching, allow_modified_models)
+        self._loader = PipelineLoader(store, pool, continuous_batching, allow_modified_models, prefix_reuse)
         self._devices = {
             device.name: DeviceTarget(device, planner, self._loader, emulate_npu and device.kind == "npu")
             for device in planner.inventory.devices
@@ -139,6 +142,7 @@ class Engine:
         router: Router | None = None,
         continuous_batching: bool = False,
         allow_modified_models: bool = False,
+        prefix_reuse: bool = True,
     ) -> "Engine":
         """The engine as this machine and its settings make it: the store at `$NPU_ENGINE_HOME`,
         the shipped catalog and recipes, the devices OpenVINO sees, the device profile `npu-bench`
@@ -175,6 +179,7 @@ class Engine:
             emulate_npu=emulate_npu,
             continuous_batching=continuous_batching,
             allow_modified_models=allow_modified_models,
+            prefix_reuse=prefix_reuse,
             failure_ttl_seconds=failure_ttl_seconds,
             clock=clock,
         )

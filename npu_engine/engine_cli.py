@@ -13,7 +13,9 @@ from npu_engine.engine import Engine, fast_tier_generate
 from npu_engine.errors import UserInputError
 from npu_engine.files import human_bytes
 from npu_engine.generation import Message
+from npu_engine.gguf_source import source_gguf_path
 from npu_engine.machine import package_version
+from npu_engine.manifest import Manifest
 from npu_engine.planner import Planner
 from npu_engine.recipes import load_recipe_book
 from npu_engine.request import GenerateRequest, GenerationResult
@@ -43,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--seed", type=int, default=None)
         sub.add_argument(
             "--decoding", choices=("auto", "plain", "speculative", "prompt_lookup"), default="auto"
+        )
+        sub.add_argument(
+            "--backend",
+            choices=("auto", "openvino", "llama.cpp"),
+            default="auto",
+            help="what runs a CPU tier (default: the one measured faster for the request)",
         )
         sub.add_argument(
             "--emulate-npu",
@@ -142,7 +150,17 @@ def _run(args: argparse.Namespace) -> int:
             default_budget(inventory),
             measurements,
         )
-        print(planner.plan(manifests).explain())
+        placed = planner.plan(manifests)
+        print(placed.explain())
+        for placement in placed.placements:
+            generates = not planner.catalog.model(placement.model).family.embedding
+            if (
+                generates
+                and placement.device is not None
+                and inventory.device(placement.device).kind == "cpu"
+            ):
+                here = _gguf_here(manifests, placement.model, planner, store)
+                print(f"  {placement.tier:7} CPU backend: {planner.cpu_backends(placement.tier, here)}")
         return 0
     if args.command == "route":
         return _route(args.prompt, profile, args.second_stage)
@@ -241,6 +259,7 @@ def _answer(engine: Engine, prompt: str | list[Message], args: argparse.Namespac
         temperature=args.temperature,
         seed=args.seed,
         decoding=args.decoding,
+        backend=args.backend,
     )
     result: GenerationResult | None = None
     for chunk in engine.stream(request):
@@ -254,9 +273,12 @@ def _answer(engine: Engine, prompt: str | list[Message], args: argparse.Namespac
     if result.route is not None:
         print(f"[router: {result.route.describe()}]", file=sys.stderr)
     print(
-        f"[tier {result.tier} | model {result.model} | device {result.device} | {result.decoding} | "
+        f"[tier {result.tier} | model {result.model} | device {result.device} | {result.backend} | "
+        f"{result.decoding} | "
         f"{m.tokens_per_second:.1f} tokens/s | first token {m.ttft_ms:.0f} ms | "
-        f"{m.input_tokens} in, {m.output_tokens} out"
+        f"{m.input_tokens} in"
+        + (f" ({m.cached_tokens} cached)" if m.cached_tokens else "")
+        + f", {m.output_tokens} out"
         + (
             f" ({m.accepted_tokens} accepted from the draft or prompt)"
             if m.accepted_tokens is not None
@@ -280,3 +302,14 @@ def _print_inventory(inventory: Inventory) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _gguf_here(manifests: list[Manifest], model: str, planner: Planner, store: ModelStore) -> bool:
+    """Whether the CPU conversion of `model` has its source GGUF on this machine."""
+    manifest = planner.conversion(manifests, model, "cpu")
+    path = source_gguf_path(manifest, planner.catalog, store.root) if manifest else None
+    return path is not None and path.is_file()
+
+
+def _embeds(planner: Planner, model: str) -> bool:
+    return planner.catalog.model(model).family.embedding

@@ -136,6 +136,7 @@ class GenerationMetrics:
     output_tokens: int
     load_seconds: float = 0.0
     accepted_tokens: int | None = None  # draft or prompt-lookup tokens the main model accepted
+    cached_tokens: int = 0  # prompt tokens read back from the KV cache rather than evaluated
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ and edits, not against someone who can rewrite both the model and its stamp.
 import hashlib
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from npu_engine.files import sha256_file, write_text_atomically
-from npu_engine.manifest import Manifest
+from npu_engine.manifest import FileEntry, Manifest
 
 MAX_STAMP_BYTES = 1 << 20
 Fingerprint = tuple[int, int, int, int]
@@ -34,11 +34,21 @@ class FileChecker:
 
     def problems(self, folder: Path, manifest: Manifest) -> list[str]:
         """What differs: missing files, sizes, and hashes of files changed since last checked."""
-        key = _stamp_key(folder)
+        return self._problems(_stamp_key(folder), folder, manifest.files)
+
+    def file_problems(self, file: Path, sha256: str) -> list[str]:
+        """As `problems`, for one file whose size no manifest records (a source GGUF)."""
+        try:
+            size = file.stat().st_size
+        except OSError:
+            return [f"{file.name} is missing"]
+        return self._problems(_stamp_key(file), file.parent, (FileEntry(file.name, sha256, size),))
+
+    def _problems(self, key: str, folder: Path, entries: Sequence[FileEntry]) -> list[str]:
         known = self._load(key)
         seen: dict[str, tuple[Fingerprint, str]] = {}
         problems = []
-        for entry in manifest.files:
+        for entry in entries:
             file = folder / entry.path
             try:
                 stat = file.stat()

@@ -14,7 +14,15 @@ from npu_engine.embedding import RawEmbedding
 from npu_engine.errors import EngineBusyError
 from npu_engine.generation import Prompt, RawGeneration, SamplingOptions, TextSink
 
-PipelineKey = tuple[str, str, str]  # (model, device, decoding mode)
+# (model, device, decoding mode): OpenVINO GenAI's pipelines; a GGUF in llama.cpp has LLAMA_CPP for
+# its mode (it decodes plainly), an embedding model "embed".
+PipelineKey = tuple[str, str, str]
+LLAMA_CPP = "llama.cpp"
+
+
+def decoding_and_backend(key: PipelineKey) -> tuple[str, str]:
+    """The decoding mode and the backend of a loaded pipeline, as /api/ps and /metrics name them."""
+    return ("plain", LLAMA_CPP) if key[2] == LLAMA_CPP else (key[2], "openvino")
 
 
 class Pipeline(Protocol):

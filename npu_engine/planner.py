@@ -5,16 +5,45 @@ conversion runs on a device, and which decoding mode a request gets. It reads no
 model: the converted models are passed in."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from npu_engine.backends.pipeline_spec import DecodingMode
+from npu_engine.backends.pipeline_spec import Backend, DecodingMode
 from npu_engine.catalog import Catalog, Profile, TierSpec
 from npu_engine.demands import manifest_for, tier_demands
 from npu_engine.devices import Device, DeviceKind, Inventory
 from npu_engine.errors import UserInputError
 from npu_engine.manifest import Manifest
 from npu_engine.recipes import RecipeBook
-from npu_engine.request import Decoding
+from npu_engine.request import BackendChoice, Decoding
 from npu_engine.scheduler import Measurement, Plan, plan
+
+# Unmeasured, a CPU tier runs on llama.cpp where its source GGUF is here: on both machine classes
+# measured (2 and 16 cores), llama.cpp decoded as fast or faster on the same weights (README).
+DEFAULT_CPU_BACKEND: Backend = "llama.cpp"
+# A backend whose measured pass@1 trails the other's by more than this never answers by default,
+# however fast: speed never at the cost of correctness.
+QUALITY_MARGIN = 0.03
+
+
+@dataclass(frozen=True)
+class BackendPick:
+    """Which backend runs a request on a device, with which decoding mode, and why, in words."""
+
+    backend: Backend
+    mode: DecodingMode
+    reason: str
+
+
+@dataclass(frozen=True)
+class RequestShape:
+    """What the backend choice weighs: the prompt's tokens (estimated) and the most new tokens."""
+
+    prompt_tokens: int
+    new_tokens: int
+
+
+CHAT_SHAPE = RequestShape(prompt_tokens=300, new_tokens=512)
+AUTOCOMPLETE_SHAPE = RequestShape(prompt_tokens=1500, new_tokens=64)
 
 
 class Planner:
@@ -91,7 +120,100 @@ class Planner:
         speeds = {
             m.mode: m.tokens_per_second
             for m in self.measurements
-            if m.tier == tier and m.device == kind and m.mode in usable
+            if m.tier == tier and m.device == kind and m.mode in usable and m.backend == "openvino"
         }
         best = max(speeds, key=lambda mode: speeds[mode], default="plain")
         return "speculative" if best == "speculative" else "plain"
+
+    def backend(
+        self,
+        asked: BackendChoice,
+        decoding: Decoding,
+        tier: str,
+        device: Device,
+        mode: DecodingMode,
+        blocked: str | None,
+        shape: RequestShape,
+    ) -> BackendPick:
+        """The backend a request runs on: OpenVINO on the NPU and the GPU; on the CPU, llama.cpp or
+        OpenVINO, whichever the device profile says answers this request sooner (its prompt at
+        the measured prefill speed plus its new tokens at the measured decode speed), else
+        DEFAULT_CPU_BACKEND. `mode` is OpenVINO's decoding mode for the request (`decoding` as
+        asked); llama.cpp decodes plainly, so it is a candidate only when `decoding` is auto or
+        plain. `blocked` says why llama.cpp cannot take the request (no source GGUF, structured
+        output), None when it can. A backend asked for that cannot answer is the caller's mistake."""
+        if decoding not in ("auto", "plain"):
+            blocked = blocked or f"{decoding} decoding runs on OpenVINO"
+        if device.kind != "cpu":
+            blocked = f"llama.cpp runs on the CPU here, not the {device.kind.upper()}"
+        if asked == "llama.cpp" and blocked:
+            raise UserInputError(f"backend 'llama.cpp' cannot answer this request: {blocked}")
+        if asked == "openvino" or blocked:
+            return BackendPick("openvino", mode, "asked for" if asked == "openvino" else str(blocked))
+        if asked == "llama.cpp":
+            return BackendPick("llama.cpp", "plain", "asked for")
+        worse = self._answers_worse(tier)
+        if worse is not None:
+            better: Backend = "openvino" if worse[0] == "llama.cpp" else "llama.cpp"
+            return BackendPick(better, mode if better == "openvino" else "plain", worse[1])
+        ours = self._seconds(tier, "openvino", mode, shape)
+        theirs = self._seconds(tier, "llama.cpp", "plain", shape)
+        if ours is None or theirs is None:
+            return BackendPick(
+                DEFAULT_CPU_BACKEND,
+                "plain" if DEFAULT_CPU_BACKEND == "llama.cpp" else mode,
+                "not measured here: the default for CPUs",
+            )
+        faster: Backend = "llama.cpp" if theirs < ours else "openvino"
+        reason = f"measured: {theirs:.1f}s on llama.cpp vs {ours:.1f}s on OpenVINO for this request"
+        return BackendPick(faster, "plain" if faster == "llama.cpp" else mode, reason)
+
+    def cpu_backends(self, tier: str, gguf_here: bool) -> str:
+        """In words, what runs the tier on the CPU for a typical chat turn and a typical
+        autocomplete request (the backend is chosen per request; these are the two shapes)."""
+        if not gguf_here:
+            return "OpenVINO (no source GGUF here for llama.cpp)"
+        cpu = next((d for d in self.inventory.devices if d.kind == "cpu"), None)
+        if cpu is None:
+            return "no CPU"
+        mode = self.decoding("auto", tier, cpu, has_draft=self.tier(tier).draft is not None)
+        picks = []
+        for label, shape in (("chat", CHAT_SHAPE), ("autocomplete", AUTOCOMPLETE_SHAPE)):
+            pick = self.backend("auto", "auto", tier, cpu, mode, None, shape)
+            picks.append(f"{label} on {pick.backend} ({pick.mode}; {pick.reason})")
+        return ", ".join(picks)
+
+    def _answers_worse(self, tier: str) -> tuple[Backend, str] | None:
+        """The CPU backend whose measured pass@1 for the tier trails the other's by more than
+        QUALITY_MARGIN, with the figures in words; None when neither does or either is unmeasured."""
+        scores: dict[str, float] = {
+            m.backend: m.pass_at_1
+            for m in self.measurements
+            if m.tier == tier and m.device == "cpu" and m.mode == "plain" and m.pass_at_1 is not None
+        }
+        if len(scores) < 2:
+            return None
+        ours, theirs = scores.get("openvino", 0.0), scores.get("llama.cpp", 0.0)
+        figures = f"pass@1 {theirs:.0%} on llama.cpp vs {ours:.0%} on OpenVINO"
+        if theirs < ours - QUALITY_MARGIN:
+            return "llama.cpp", f"llama.cpp answers worse here ({figures})"
+        if ours < theirs - QUALITY_MARGIN:
+            return "openvino", f"OpenVINO answers worse here ({figures})"
+        return None
+
+    def _seconds(self, tier: str, backend: str, mode: str, shape: RequestShape) -> float | None:
+        """The expected seconds of a request on the CPU by the device profile; None if unmeasured."""
+        for m in self.measurements:
+            if (m.tier, m.device, m.backend, m.mode) == (
+                tier,
+                "cpu",
+                backend,
+                mode,
+            ) and m.tokens_per_second > 0:
+                prefill = (
+                    shape.prompt_tokens / m.prompt_tokens_per_second
+                    if m.prompt_tokens_per_second > 0
+                    else m.ttft_ms / 1000
+                )
+                return prefill + shape.new_tokens / m.tokens_per_second
+        return None

@@ -21,6 +21,8 @@ from npu_engine.tool_format import ToolConstraint, constraint, validate_tool_mes
 from npu_engine.tools import Tool, ToolCall, ToolChoice
 
 Decoding = Literal["auto", "plain", "speculative", "prompt_lookup"]
+# The backend asked for: `auto` is the one expected fastest for the request (see Planner.backend).
+BackendChoice = Literal["auto", "openvino", "llama.cpp"]
 AUTO = "auto"
 
 
@@ -51,6 +53,7 @@ class GenerateRequest:
     context_limit: int | None = None
     prompt: str | None = None
     suffix: str | None = None
+    backend: BackendChoice = "auto"
 
     @property
     def raw(self) -> bool:
@@ -73,6 +76,7 @@ class GenerateRequest:
         tool_choice: ToolChoice = "auto",
         response_format: ResponseFormat | None = None,
         parallel_tool_calls: bool = True,
+        backend: BackendChoice = "auto",
     ) -> "GenerateRequest":
         """The request for a prompt or chat messages, from the Python API's keywords."""
         options = SamplingOptions(max_new_tokens, temperature, top_p, tuple(stop), seed)
@@ -85,6 +89,7 @@ class GenerateRequest:
             tool_choice,
             response_format,
             parallel_tool_calls,
+            backend=backend,
         )
 
     @classmethod
@@ -100,11 +105,12 @@ class GenerateRequest:
         stop: Sequence[str] = (),
         seed: int | None = None,
         decoding: Decoding = "auto",
+        backend: BackendChoice = "auto",
     ) -> "GenerateRequest":
         """The request for a raw completion of `prompt` (no chat template), or with `suffix` for
         the code between `prompt` and `suffix`."""
         options = SamplingOptions(max_new_tokens, temperature, top_p, tuple(stop), seed)
-        return cls((), tier, options, decoding, prompt=prompt, suffix=suffix)
+        return cls((), tier, options, decoding, prompt=prompt, suffix=suffix, backend=backend)
 
     def validate(self) -> "GenerateRequest":
         """Raise UserInputError for what no backend could take (see SamplingOptions.validate and
@@ -173,6 +179,7 @@ class GenerationResult:
     fallback: tuple[FallbackStep, ...] = ()
     route: Route | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+    backend: str = "openvino"  # what ran the model: openvino, llama.cpp, or the remote's name
 
 
 @dataclass(frozen=True)

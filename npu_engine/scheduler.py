@@ -49,14 +49,19 @@ class TierDemand:
 
 @dataclass(frozen=True)
 class Measurement:
-    """A device profile entry: a tier's measured decode speed and first-token time on a device
-    kind, with one decoding mode (plain, speculative, prompt_lookup)."""
+    """A device profile entry: a tier's measured decode speed, first-token time and prompt
+    (prefill) speed on a device kind, with one decoding mode (plain, speculative, prompt_lookup)
+    and one backend (openvino, llama.cpp), and the pass@1 the tier's model scored there on
+    bench/tasks (None: not measured). A prefill speed of 0 was not measured."""
 
     tier: str
     device: DeviceKind
     tokens_per_second: float
     ttft_ms: float
     mode: str = "plain"
+    backend: str = "openvino"
+    prompt_tokens_per_second: float = 0.0
+    pass_at_1: float | None = None
 
 
 @dataclass(frozen=True)

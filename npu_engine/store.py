@@ -148,10 +148,7 @@ class ModelStore:
         mismatch raises StoreError naming the file, unless `allow_modified`, which only logs it.
         """
         folder = self.path(manifest.name)
-        if self._checker is None:
-            cache = self.cache_dir
-            self._checker = FileChecker(cache / "verified" if cache else None)
-        problems = self._checker.problems(folder, manifest)
+        problems = self._file_checker().problems(folder, manifest)
         if problems:
             detail = "; ".join(problems)
             if not allow_modified:
@@ -161,6 +158,20 @@ class ModelStore:
                 )
             log.warning("model %s does not match its manifest (%s); served as allowed", manifest.name, detail)
         return folder
+
+    def source_matches(self, file: Path, digest: str) -> bool:
+        """Whether `file` (a conversion's source GGUF) still hashes to the manifest's `sha256:`
+        digest; hashed once, then again only when the file changed (as checked_path does)."""
+        problems = self._file_checker().file_problems(file, digest.removeprefix("sha256:"))
+        if problems:
+            log.warning("source %s does not match its manifest: %s", file, "; ".join(problems))
+        return not problems
+
+    def _file_checker(self) -> FileChecker:
+        if self._checker is None:
+            cache = self.cache_dir
+            self._checker = FileChecker(cache / "verified" if cache else None)
+        return self._checker
 
     # -- writing ---------------------------------------------------------------------------------
 

@@ -5,21 +5,32 @@ GenerationResult. A chain is a list of targets; the engine walks it in one loop.
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
-from npu_engine.backends.pipeline_spec import BatchingLimits, DecodingMode, EmbeddingSpec, PipelineSpec
-from npu_engine.catalog import TierSpec
+from npu_engine.backends.pipeline_spec import (
+    BatchingLimits,
+    DecodingMode,
+    EmbeddingSpec,
+    LlamaCppSpec,
+    PipelineSpec,
+)
+from npu_engine.catalog import Catalog, TierSpec
 from npu_engine.devices import Device
 from npu_engine.embedding import EmbeddingResult, EmbedRequest
 from npu_engine.errors import ContextLengthError
 from npu_engine.generation import Message, Prompt, RawGeneration, RawPrompt, SamplingOptions, TextSink
+from npu_engine.gguf_source import source_gguf_path
 from npu_engine.infill import InfillEnd
+from npu_engine.machine import cpu_threads
 from npu_engine.manifest import Manifest
-from npu_engine.pipelines import Pipeline, PipelineKey, PipelinePool
-from npu_engine.planner import Planner
+from npu_engine.pipelines import LLAMA_CPP, Pipeline, PipelineKey, PipelinePool
+from npu_engine.planner import Planner, RequestShape
 from npu_engine.request import GenerateRequest, GenerationResult
 from npu_engine.store import ModelStore
 from npu_engine.tool_format import HeldText, chat_messages, offered, parse
+
+CHARS_PER_TOKEN = 3.5
 
 # The NPU's static shapes: the longest prompt, and the least room kept for the answer.
 NPU_MAX_PROMPT = 1024
@@ -62,11 +73,28 @@ class Unavailable(Exception):
 
 
 def result_of(
-    raw: RawGeneration, tier: str, model: str, device: str, decoding: str, load_seconds: float = 0.0
+    raw: RawGeneration,
+    tier: str,
+    model: str,
+    device: str,
+    decoding: str,
+    load_seconds: float = 0.0,
+    backend: str = "openvino",
 ) -> GenerationResult:
     """The backend's answer with who gave it; `load_seconds` is what loading the model took."""
     metrics = replace(raw.metrics, load_seconds=load_seconds)
-    return GenerationResult(raw.text, raw.finish_reason, tier, model, device, decoding, metrics)
+    return GenerationResult(
+        raw.text, raw.finish_reason, tier, model, device, decoding, metrics, backend=backend
+    )
+
+
+def estimated_tokens(prompt: Prompt) -> int:
+    """About how many tokens a prompt has, before any tokenizer is loaded: enough to weigh
+    prefill against decoding (code and English run about 3.5 characters a token)."""
+    text = (
+        prompt.text if isinstance(prompt, RawPrompt) else "".join(str(m.get("content") or "") for m in prompt)
+    )
+    return int(len(text) / CHARS_PER_TOKEN)
 
 
 class RemoteBackend(Protocol):
@@ -98,7 +126,7 @@ class RemoteTarget:
             # Its calls and JSON would come back unchecked, in its own format: not the same answer.
             raise Unavailable(f"the {self.name} fallback does not take tools or a response format")
         raw = self.backend.generate(remote, job.request.messages, job.request.options, on_text)
-        return result_of(raw, job.tier.tier, f"{self.name}:{remote}", self.name, "plain")
+        return result_of(raw, job.tier.tier, f"{self.name}:{remote}", self.name, "plain", backend=self.name)
 
 
 class PipelineLoader:
@@ -111,11 +139,13 @@ class PipelineLoader:
         pool: PipelinePool,
         continuous_batching: bool = False,
         allow_modified_models: bool = False,
+        prefix_reuse: bool = True,
     ) -> None:
         self.store = store
         self.pool = pool
         self.continuous_batching = continuous_batching
         self.allow_modified_models = allow_modified_models
+        self.prefix_reuse = prefix_reuse
 
     def spec(
         self,
@@ -143,6 +173,23 @@ class PipelineLoader:
             ),
         )
 
+    def source_gguf(self, manifest: Manifest, catalog: Catalog) -> Path | None:
+        """The GGUF `manifest` was converted from, when it is here and still hashes to the
+        manifest's source digest (llama.cpp then runs the very weights the IR was made from)."""
+        path = source_gguf_path(manifest, catalog, self.store.root)
+        if path is None or not path.is_file() or not self.store.source_matches(path, manifest.source.digest):
+            return None
+        return path
+
+    def llama_cpp_spec(self, manifest: Manifest, gguf: Path, context: int) -> LlamaCppSpec:
+        return LlamaCppSpec(
+            gguf_path=gguf,
+            tokenizer_path=self.store.checked_path(manifest, self.allow_modified_models),
+            context=context,
+            threads=cpu_threads(),
+            reuse_prefix=self.prefix_reuse,
+        )
+
     def embedding_spec(self, manifest: Manifest, device: str) -> EmbeddingSpec:
         info = manifest.embedding
         if info is None:
@@ -157,7 +204,9 @@ class PipelineLoader:
         )
 
     @contextmanager
-    def use(self, key: PipelineKey, spec: PipelineSpec, size: int) -> Iterator[tuple[Pipeline, float]]:
+    def use(
+        self, key: PipelineKey, spec: PipelineSpec | LlamaCppSpec, size: int
+    ) -> Iterator[tuple[Pipeline, float]]:
         with self.pool.use(key, spec, size) as held:
             yield held
 
@@ -190,20 +239,31 @@ class DeviceTarget:
         # Structured output runs with plain decoding: `auto` means plain there (see validate).
         asked = "plain" if constraint is not None and request.decoding == "auto" else request.decoding
         mode = self.planner.decoding(asked, tier.tier, device, draft is not None, job.lenient)
+        gguf = self.loader.source_gguf(manifest, self.planner.catalog) if device.kind == "cpu" else None
+        blocked = self._llama_cpp_blocked(job, manifest, gguf)
+        shape = RequestShape(estimated_tokens(job.prompt), request.options.max_new_tokens)
+        pick = self.planner.backend(request.backend, asked, tier.tier, device, mode, blocked, shape)
+        mode = pick.mode
         draft = draft if mode == "speculative" else None
         # Memory as the scheduler counts it: weights (with the draft's) plus the KV cache at the
         # tier's planned context, which also sizes the batching pipeline's shared cache.
         kv = self.planner.kv_bytes(tier.tier)
-        size = manifest.size + (draft.size if draft else 0) + kv
-        spec = self.loader.spec(manifest, device.name, mode, draft, self.emulated, kv)
         context = min(tier.context, manifest.context_length, request.context_limit or tier.context)
+        spec: PipelineSpec | LlamaCppSpec
+        key: PipelineKey
+        if pick.backend == LLAMA_CPP and gguf is not None:
+            spec = self.loader.llama_cpp_spec(manifest, gguf, min(tier.context, manifest.context_length))
+            key, size = (manifest.name, device.name, LLAMA_CPP), gguf.stat().st_size + kv
+        else:
+            spec = self.loader.spec(manifest, device.name, mode, draft, self.emulated, kv)
+            key, size = (manifest.name, device.name, mode), manifest.size + (draft.size if draft else 0) + kv
         options = request.options
         tools = offered(request.tools, request.tool_choice)
         family = self.planner.catalog.model(tier.model).family
         messages, declared = chat_messages(request.messages, tools, family.tools)
         prompt: Prompt = job.raw if job.raw is not None else messages
         sink = HeldText(on_text) if tools else on_text
-        with self.loader.use((manifest.name, device.name, mode), spec, size) as (pipeline, load_seconds):
+        with self.loader.use(key, spec, size) as (pipeline, load_seconds):
             prompt_tokens = pipeline.count_prompt_tokens(prompt, declared)
             if prompt_tokens >= context:
                 raise ContextLengthError(prompt_tokens, context, f"tier {tier.tier} ({tier.model})")
@@ -217,7 +277,7 @@ class DeviceTarget:
                     f"static shape ({NPU_MAX_PROMPT} prompt, {NPU_MAX_PROMPT + NPU_MIN_RESPONSE} in all)"
                 )
             raw = pipeline.generate(prompt, options, sink, declared, constraint)
-        result = result_of(raw, tier.tier, manifest.name, self.label, mode, load_seconds)
+        result = result_of(raw, tier.tier, manifest.name, self.label, mode, load_seconds, pick.backend)
         if not tools:
             return result
         content, calls = parse(raw.text, tools)
@@ -226,6 +286,16 @@ class DeviceTarget:
         if not calls:
             return result
         return replace(result, text=content, finish_reason="tool_calls", tool_calls=calls)
+
+    def _llama_cpp_blocked(self, job: Job, manifest: Manifest, gguf: Path | None) -> str | None:
+        """Why llama.cpp cannot take this job here, or None when it can."""
+        if job.request.constraint() is not None:
+            return "structured output runs on OpenVINO"
+        if gguf is None:
+            return f"no source GGUF of {manifest.name} here that matches its manifest"
+        if self.loader.continuous_batching and job.request.backend == "auto":
+            return "continuous batching decodes concurrent requests together on OpenVINO"
+        return None
 
     def embed(self, request: EmbedRequest, tier: TierSpec, manifests: Sequence[Manifest]) -> EmbeddingResult:
         """The tier's embedding model, converted for this device, embeds the request's texts."""

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from npu_engine.bench import bench_prompts, measure_speed, to_measurements
+from npu_engine.bench_run import bench_engines
+from npu_engine.catalog import Catalog
 from npu_engine.device_profile import DeviceProfile, profile_path, read_profile, write_profile
 from npu_engine.devices import discover
 from npu_engine.engine import Engine
@@ -38,8 +40,30 @@ def test_speed_figures_are_consistent(cache_store: ModelStore, smollm_cpu: Manif
     )
     [measurement] = to_measurements([summary])
     assert measurement == Measurement(
-        "code", "cpu", summary.tokens_per_second.mean, summary.ttft_ms.mean, "plain"
+        "code",
+        "cpu",
+        summary.tokens_per_second.mean,
+        summary.ttft_ms.mean,
+        "plain",
+        "openvino",
+        summary.prompt_tokens_per_second.mean,
     )
+    assert measurement.prompt_tokens_per_second > 0
+
+
+def test_llama_cpp_speed_is_measured_on_prompts_evaluated_whole(
+    cache_store: ModelStore, smollm_cpu: Manifest, catalog: Catalog
+) -> None:
+    """The bench's engines evaluate every prompt whole: a prompt read back from the KV cache (the
+    warm-up's, the previous run's) says nothing about prefill speed."""
+    engine = bench_engines(cache_store, catalog)(discover(), profile="tiny")
+    long = bench_prompts(["long"])[0]
+    summary = measure_speed(engine, "code", "plain", [long], runs=2, max_new_tokens=8, backend="llama.cpp")
+    assert summary.backend == "llama.cpp" and summary.runs == 2
+    [measurement] = to_measurements([summary])
+    assert measurement.backend == "llama.cpp" and measurement.prompt_tokens_per_second > 0
+    again = engine.generate(long.prompt, tier="code", max_new_tokens=2, backend="llama.cpp")
+    assert again.metrics.cached_tokens == 0
 
 
 def test_the_profile_written_is_the_one_the_engine_reads(tmp_path: Path, cache_store: ModelStore) -> None:
@@ -69,7 +93,9 @@ def test_quick_run_writes_every_figure_consistently(
     command = [sys.executable, "-m", "npu_engine.bench_cli", "run", "--quick", "--out", str(tmp_path / "out")]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("| tier | model | device | mode | tokens/s | llama.cpp tokens/s |")
+    assert result.stdout.startswith(
+        "| tier | model | device | backend | mode | tokens/s | llama.cpp tokens/s |"
+    )
     out = tmp_path / "out"
     assert {p.name for p in out.iterdir()} == {
         "results.json",
@@ -84,6 +110,11 @@ def test_quick_run_writes_every_figure_consistently(
     ours, llama = (
         next(s for s in data["speed"] if s["system"] == name) for name in ("npu-engine", "llama.cpp")
     )
+    # The engine measured on each CPU backend; the device profile records both, prefill too.
+    assert {s["backend"] for s in data["speed"] if s["system"] == "npu-engine"} == {"openvino", "llama.cpp"}
+    written = json.loads((home / "device-profile.json").read_text())["measurements"]
+    assert {m["backend"] for m in written} == {"openvino", "llama.cpp"}
+    assert all(m["prompt_tokens_per_second"] > 0 for m in written)
     for row in (ours, llama):
         assert (row["tier"], row["mode"], row["runs"]) == ("code", "plain", 1)
         assert 0 < row["output_tokens"] <= 16 and row["input_tokens"] > 0
@@ -102,8 +133,9 @@ def test_quick_run_writes_every_figure_consistently(
     assert [p["requests"] for p in data["concurrency"]] == [1, 2]
     [load] = data["load"]
     assert load["cold_seconds"] > 0 and load["warm_seconds"] > 0
-    systems = {q["system"]: q for q in data["quality"]}
-    assert set(systems) == {"npu-engine", "llama.cpp"}
+    # The engine's answers on each CPU backend: OpenVINO on the IR, llama.cpp on its source GGUF.
+    systems = {(q["system"], q["backend"]): q for q in data["quality"]}
+    assert set(systems) == {("npu-engine", "openvino"), ("npu-engine", "llama.cpp")}
     for q in systems.values():
         assert q["tasks"] == 4 and {o["language"] for o in q["outcomes"]} == {
             "python",
@@ -116,8 +148,19 @@ def test_quick_run_writes_every_figure_consistently(
     # The profile written is the one the scheduler then reads.
     profile = read_profile(profile_path(home))
     assert profile is not None
-    assert profile.measurements == (
-        Measurement("code", "cpu", ours["tokens_per_second"]["mean"], ours["ttft_ms"]["mean"], "plain"),
+    on_llama = next(s for s in data["speed"] if s["system"] == "npu-engine" and s["backend"] == "llama.cpp")
+    assert profile.measurements == tuple(
+        Measurement(
+            "code",
+            "cpu",
+            row["tokens_per_second"]["mean"],
+            row["ttft_ms"]["mean"],
+            "plain",
+            row["backend"],
+            row["prompt_tokens_per_second"]["mean"],
+            systems[("npu-engine", row["backend"])]["pass_at_1"],
+        )
+        for row in (ours, on_llama)
     )
     engine = Engine.from_settings(store=ModelStore(home), profile="tiny", inventory=discover(), remotes=())
     assert engine.measurements == list(profile.measurements)
@@ -160,7 +203,7 @@ def test_quality_per_recipe(
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "q" / "results.json").read_text())
     assert [(q["recipe"], q["tasks"]) for q in data["quality"]] == [("int8", 6), ("int4-sym-npu", 6)]
-    assert "| npu-engine | - | smollm2-135m-instruct-int8 | int8 |" in result.stdout
+    assert "| npu-engine | openvino | - | smollm2-135m-instruct-int8 | int8 |" in result.stdout
     missing = subprocess.run(
         [*command, "--recipes", "fp16"], capture_output=True, text=True, env=env, timeout=60
     )

@@ -36,7 +36,7 @@ def test_one_model_on_one_device_answers_as_its_tier_does(
     )
     assert result.metrics.output_tokens == 12 and result.metrics.load_seconds > 0 and result.fallback == ()
     assert "".join(heard) == result.text
-    tier = engine.generate(PRIME_PROMPT, tier="code", max_new_tokens=12, decoding="plain")
+    tier = engine.generate(PRIME_PROMPT, tier="code", max_new_tokens=12, decoding="plain", backend="openvino")
     assert tier.model == smollm_cpu.name and tier.text == result.text  # greedy, same IR, same device
     # Loaded through the pool: a second call reuses the pipeline, and unload drops it.
     assert engine.generate_on(smollm_cpu.name, "CPU", "hi", max_new_tokens=2).metrics.load_seconds == 0.0

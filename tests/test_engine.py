@@ -13,13 +13,14 @@ import pytest
 
 from npu_engine.backends.factory import OpenVinoPipelineFactory
 from npu_engine.backends.openvino_genai import OpenVinoPipeline
-from npu_engine.backends.pipeline_spec import PipelineSpec
+from npu_engine.backends.pipeline_spec import LlamaCppSpec, PipelineSpec
 from npu_engine.backends.remote import OllamaBackend
 from npu_engine.catalog import load_catalog
 from npu_engine.devices import Inventory, discover
 from npu_engine.engine import Engine, GenerationResult
 from npu_engine.errors import EngineBusyError, GenerationError, UserInputError
 from npu_engine.manifest import Manifest
+from npu_engine.pipelines import LLAMA_CPP, Pipeline
 from npu_engine.scheduler import OLLAMA
 from npu_engine.store import ModelStore
 from npu_engine.targets import RemoteTarget
@@ -53,9 +54,10 @@ class FailingOn:
         self.calls: list[str] = []
         self._real = OpenVinoPipelineFactory()
 
-    def __call__(self, spec: PipelineSpec) -> OpenVinoPipeline:
-        self.calls.append(spec.device)
-        if spec.device == self.device:
+    def __call__(self, spec: PipelineSpec | LlamaCppSpec) -> Pipeline:
+        device = spec.device if isinstance(spec, PipelineSpec) else "CPU"  # llama.cpp runs on the CPU
+        self.calls.append(device)
+        if device == self.device:
             raise RuntimeError(f"Exception from src/inference: {self.device} compile failed")
         return self._real(spec)
 
@@ -378,7 +380,7 @@ def test_idle_pipelines_unload_after_keep_alive(
     engine.generate("hi", max_new_tokens=2)
     assert len(engine.loaded()) == 1
     now[0] += 61
-    assert engine.unload_idle() == [(smollm_cpu.name, "CPU", "plain")]
+    assert engine.unload_idle() == [(smollm_cpu.name, "CPU", LLAMA_CPP)]  # the CPU default, unmeasured
     assert engine.generate("hi", max_new_tokens=2).metrics.load_seconds > 0
 
 
@@ -391,7 +393,7 @@ def test_loading_past_the_budget_unloads_the_least_recently_used(
         store=cache_store, profile="tiny", inventory=inventory, remotes=(), memory_budget=budget
     )
     engine.generate("hi", tier="fast", max_new_tokens=2)
-    assert engine.loaded() == [(smollm_cpu.name, "CPU", "plain")]
+    assert engine.loaded() == [(smollm_cpu.name, "CPU", LLAMA_CPP)]
     engine.generate("hi", tier="fast", max_new_tokens=2, decoding="prompt_lookup")  # a second pipeline
     assert engine.loaded() == [(smollm_cpu.name, "CPU", "prompt_lookup")]
 
@@ -424,7 +426,7 @@ def test_run_command_streams_and_prints_tier_device_and_speed(
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
     stats = result.stderr.strip().splitlines()[-1]
-    assert f"tier code | model {smollm_cpu.name} | device CPU | plain |" in stats
+    assert f"tier code | model {smollm_cpu.name} | device CPU | llama.cpp | plain |" in stats
     assert " tokens/s |" in stats
 
 

@@ -11,6 +11,9 @@ from npu_engine.devices import GB
 NPU_ON_CPU = {"NPU_USE_NPUW": "YES", "NPUW_DEVICES": "CPU", "NPUW_ONLINE_PIPELINE": "NONE"}
 
 DecodingMode = Literal["plain", "speculative", "prompt_lookup"]
+# The backend that runs a converted model: OpenVINO GenAI on its IR, or llama.cpp on the GGUF the IR
+# was converted from (the CPU only).
+Backend = Literal["openvino", "llama.cpp"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +66,18 @@ class EmbeddingSpec:
 
     def properties(self) -> dict[str, Any]:
         return {} if self.cache_dir is None else {"CACHE_DIR": str(self.cache_dir)}
+
+
+@dataclass(frozen=True)
+class LlamaCppSpec:
+    """How to open one GGUF in llama.cpp: the file, the converted model's folder whose tokenizer
+    holds the chat template both runtimes render prompts with, the context it is opened for, its
+    threads, whether its KV cache is kept from one request to the next (prefix reuse), and the
+    chunk its prompts are evaluated in (see LlamaCppPipeline: reuse stops at a chunk boundary)."""
+
+    gguf_path: Path
+    tokenizer_path: Path
+    context: int
+    threads: int
+    reuse_prefix: bool = True
+    chunk: int = 128

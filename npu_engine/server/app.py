@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from npu_engine.engine import Engine
 from npu_engine.errors import NpuEngineError
+from npu_engine.pipelines import PipelineKey, decoding_and_backend
 from npu_engine.server.anthropic_routes import anthropic_router
 from npu_engine.server.config import LOCAL_ORIGINS, ServerConfig
 from npu_engine.server.embedding_routes import embedding_routers
@@ -88,7 +89,14 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
         return {
             **metrics.snapshot(),
             "queue_depth": engine.queue_depth(),
-            "loaded": [{"model": m, "device": d, "decoding": mode} for m, d, mode in engine.loaded()],
+            "loaded": [
+                dict(
+                    zip(("decoding", "backend"), decoding_and_backend(key), strict=True),
+                    model=key[0],
+                    device=key[1],
+                )
+                for key in engine.loaded()
+            ],
         }
 
     apis = [
@@ -158,3 +166,8 @@ def _answer_errors_in_protocol(app: FastAPI) -> None:
             "server_error",
             {"X-Request-Id": request_id},
         )
+
+
+def _loaded(key: PipelineKey) -> dict[str, str]:
+    decoding, backend = decoding_and_backend(key)
+    return {"model": key[0], "device": key[1], "decoding": decoding, "backend": backend}

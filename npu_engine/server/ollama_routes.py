@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from npu_engine.errors import UnknownModelError
 from npu_engine.generation import Message, SamplingOptions
 from npu_engine.manifest import Manifest
+from npu_engine.pipelines import decoding_and_backend
 from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
 from npu_engine.server.config import keep_alive_seconds
 from npu_engine.server.discovery import (
@@ -195,7 +196,9 @@ def _ps(service: ModelService) -> dict[str, Any]:
     """The loaded models, as Ollama's /api/ps lists them (expiry from their keep-alive)."""
     manifests = {m.name: m for m in service.engine.converted()}
     running = []
-    for name, device, mode in service.engine.loaded():
+    for key in service.engine.loaded():
+        name, device = key[0], key[1]
+        decoding, backend = decoding_and_backend(key)
         manifest = manifests.get(name)
         keep = service.engine.keep_alive_of(name)
         expires = (
@@ -214,7 +217,8 @@ def _ps(service: ModelService) -> dict[str, Any]:
                 "size_vram": 0,
                 "context_length": loaded_context(service.engine, manifest.model, device) if manifest else 0,
                 "device": device,
-                "decoding": mode,
+                "decoding": decoding,
+                "backend": backend,
             }
         )
     return {"models": running}

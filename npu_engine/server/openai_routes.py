@@ -47,6 +47,7 @@ def answered_by(result: GenerationResult) -> dict[str, Any]:
         "tier": result.tier,
         "model": result.model,
         "device": result.device,
+        "backend": result.backend,
         "decoding": result.decoding,
         "route": result.route.task if result.route else None,
     }
@@ -67,14 +68,16 @@ def _request(
     return GenerateRequest(tuple(messages), tier, options)
 
 
-def _usage(result: GenerationResult, choices: list[GenerationResult] | None = None) -> dict[str, int]:
-    """OpenAI's usage: the prompt counted once, the completion tokens of every choice."""
+def _usage(result: GenerationResult, choices: list[GenerationResult] | None = None) -> dict[str, Any]:
+    """OpenAI's usage: the prompt counted once (with the part read back from the KV cache), the
+    completion tokens of every choice."""
     m = result.metrics
     output = sum(c.metrics.output_tokens for c in choices) if choices else m.output_tokens
     return {
         "prompt_tokens": m.input_tokens,
         "completion_tokens": output,
         "total_tokens": m.input_tokens + output,
+        "prompt_tokens_details": {"cached_tokens": m.cached_tokens},
     }
 
 

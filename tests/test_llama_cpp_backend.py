@@ -1,0 +1,165 @@
+"""llama.cpp as the engine's other CPU backend: the source GGUF of a conversion, run by
+llama-cpp-python, chosen per request by the device profile's measured speeds; prefix reuse that
+keeps greedy answers identical. Real runtimes on SmolLM2-135M (and Qwen2.5-Coder-0.5B, slow)."""
+
+from dataclasses import replace
+
+import pytest
+
+from npu_engine.backends.llama_cpp import LlamaCppPipeline, StopScan
+from npu_engine.backends.pipeline_spec import LlamaCppSpec
+from npu_engine.catalog import Catalog
+from npu_engine.devices import discover
+from npu_engine.engine import Engine
+from npu_engine.errors import UserInputError
+from npu_engine.generation import SamplingOptions
+from npu_engine.gguf_source import source_gguf_path
+from npu_engine.manifest import Manifest
+from npu_engine.planner import Planner, RequestShape
+from npu_engine.recipes import load_recipe_book
+from npu_engine.response_format import ResponseFormat
+from npu_engine.scheduler import Measurement
+from npu_engine.store import ModelStore
+from tests.conftest import PRIME_PROMPT
+
+SYSTEM = {
+    "role": "system",
+    "content": "You are a careful Python coding assistant who explains briefly. " * 30,
+}
+QUESTIONS = [
+    "Write a Python function that reverses a string.",
+    "What does the zip function do in Python?",
+    "Write a function that returns the largest of three numbers.",
+]
+
+
+def test_stop_scan_holds_back_what_may_start_a_stop_string_and_cuts_at_it() -> None:
+    scan = StopScan(["</end>"], include=False)
+    assert scan.add("hello </e") == "hell"  # the last 5 characters could begin "</end>"
+    assert scan.add("nd> more") == "o "
+    assert scan.stopped and scan.text == "hello "
+    kept = StopScan(["STOP"], include=True)
+    assert kept.add("aSTOPb") == "aSTOP" and kept.stopped
+    plain = StopScan([], include=False)
+    assert plain.add("abc") == "abc" and plain.flush() == "" and not plain.stopped
+
+
+def _planner(catalog: Catalog, measurements: list[Measurement]) -> Planner:
+    inventory = discover()
+    return Planner(
+        catalog.profile("tiny"), catalog, load_recipe_book(), inventory, inventory.memory_bytes, measurements
+    )
+
+
+def test_the_planner_picks_the_backend_that_answers_the_request_sooner(catalog: Catalog) -> None:
+    measured = [
+        # llama.cpp decodes faster, OpenVINO reads prompts faster (as measured on CPUs).
+        Measurement("code", "cpu", 60.0, 400.0, "plain", "llama.cpp", 300.0),
+        Measurement("code", "cpu", 40.0, 300.0, "plain", "openvino", 900.0),
+    ]
+    planner = _planner(catalog, measured)
+    cpu = discover().of_kind("cpu")[0]
+    chat = planner.backend("auto", "auto", "code", cpu, "plain", None, RequestShape(300, 512))
+    assert (chat.backend, chat.mode) == ("llama.cpp", "plain") and "measured" in chat.reason
+    complete = planner.backend("auto", "auto", "code", cpu, "plain", None, RequestShape(3000, 16))
+    assert complete.backend == "openvino"  # 3.3 s + 0.4 s against 10 s + 0.3 s
+    unmeasured = _planner(catalog, []).backend("auto", "auto", "code", cpu, "plain", None, RequestShape(9, 9))
+    assert unmeasured.backend == "llama.cpp" and "not measured" in unmeasured.reason
+
+
+def test_a_backend_that_answers_worse_is_not_chosen_however_fast(catalog: Catalog) -> None:
+    cpu = discover().of_kind("cpu")[0]
+    fast_but_worse = [
+        Measurement("code", "cpu", 90.0, 100.0, "plain", "llama.cpp", 900.0, pass_at_1=0.60),
+        Measurement("code", "cpu", 30.0, 300.0, "plain", "openvino", 300.0, pass_at_1=0.70),
+    ]
+    pick = _planner(catalog, fast_but_worse).backend(
+        "auto", "auto", "code", cpu, "plain", None, RequestShape(9, 9)
+    )
+    assert pick.backend == "openvino" and "answers worse" in pick.reason and "60%" in pick.reason
+    within_noise = [replace(m, pass_at_1=0.69) if m.backend == "llama.cpp" else m for m in fast_but_worse]
+    pick = _planner(catalog, within_noise).backend(
+        "auto", "auto", "code", cpu, "plain", None, RequestShape(9, 9)
+    )
+    assert pick.backend == "llama.cpp" and "measured" in pick.reason
+
+
+def test_what_llama_cpp_cannot_take_runs_on_openvino_or_is_refused_when_asked_for(catalog: Catalog) -> None:
+    planner = _planner(catalog, [])
+    cpu = discover().of_kind("cpu")[0]
+    shape = RequestShape(100, 100)
+    blocked = "structured output runs on OpenVINO"
+    assert planner.backend("auto", "auto", "code", cpu, "plain", blocked, shape).backend == "openvino"
+    lookup = planner.backend("auto", "prompt_lookup", "code", cpu, "prompt_lookup", None, shape)
+    assert (lookup.backend, lookup.mode) == ("openvino", "prompt_lookup")
+    with pytest.raises(UserInputError, match="structured output"):
+        planner.backend("llama.cpp", "auto", "code", cpu, "plain", blocked, shape)
+    with pytest.raises(UserInputError, match="speculative"):
+        planner.backend("llama.cpp", "speculative", "large", cpu, "speculative", None, shape)
+    assert planner.backend("openvino", "auto", "code", cpu, "plain", None, shape).backend == "openvino"
+
+
+def _pipeline(store: ModelStore, catalog: Catalog, manifest: Manifest, reuse: bool) -> LlamaCppPipeline:
+    gguf = source_gguf_path(manifest, catalog, store.root)
+    assert gguf is not None and gguf.is_file()
+    return LlamaCppPipeline(
+        LlamaCppSpec(gguf, store.path(manifest.name), 4096, 2, reuse_prefix=reuse, chunk=64)
+    )
+
+
+def test_prefix_reuse_reads_back_whole_chunks_and_answers_as_a_cold_evaluation(
+    cache_store: ModelStore, catalog: Catalog, smollm_cpu: Manifest
+) -> None:
+    cold = _pipeline(cache_store, catalog, smollm_cpu, reuse=False)
+    warm = _pipeline(cache_store, catalog, smollm_cpu, reuse=True)
+    options = SamplingOptions(48)
+    history: list[dict[str, str]] = [SYSTEM]
+    for turn, question in enumerate(QUESTIONS):
+        history = [*history, {"role": "user", "content": question}]
+        expected = cold.generate(history, options)
+        got = warm.generate(history, options)
+        assert got.text == expected.text
+        assert expected.metrics.cached_tokens == 0
+        if turn > 0:  # the system prompt and the earlier turns are read back, in whole chunks
+            assert got.metrics.cached_tokens >= 64 and got.metrics.cached_tokens % 64 == 0
+        assert got.metrics.input_tokens == expected.metrics.input_tokens
+        history.append({"role": "assistant", "content": got.text})
+    again = warm.generate(history[:2], options)  # back to the first turn's prompt
+    assert again.text == cold.generate(history[:2], options).text
+
+
+def test_the_engine_answers_on_llama_cpp_by_default_on_the_cpu_and_says_so(engine: Engine) -> None:
+    result = engine.generate(PRIME_PROMPT, tier="code", max_new_tokens=24)
+    assert result.backend == "llama.cpp" and result.device == "CPU" and result.decoding == "plain"
+    assert result.text.strip() and result.metrics.output_tokens > 0 and result.metrics.input_tokens > 10
+    ours = engine.generate(PRIME_PROMPT, tier="code", max_new_tokens=24, backend="openvino")
+    assert ours.backend == "openvino" and ours.text.strip()
+    stopped = engine.generate(PRIME_PROMPT, tier="code", max_new_tokens=64, stop=["\n"], backend="llama.cpp")
+    assert "\n" not in stopped.text and stopped.finish_reason == "stop"
+
+
+def test_structured_output_runs_on_openvino_and_asking_llama_cpp_for_it_is_refused(engine: Engine) -> None:
+    schema = ResponseFormat("json_schema", {"type": "object", "properties": {"n": {"type": "integer"}}})
+    result = engine.generate("Give n as JSON.", tier="code", max_new_tokens=24, response_format=schema)
+    assert result.backend == "openvino"
+    with pytest.raises(UserInputError, match="structured output"):
+        engine.generate("Give n as JSON.", tier="code", response_format=schema, backend="llama.cpp")
+
+
+def test_a_source_gguf_that_changed_is_not_run(
+    tmp_path_factory: pytest.TempPathFactory, cache_store: ModelStore, smollm_cpu: Manifest, catalog: Catalog
+) -> None:
+    import shutil
+
+    home = tmp_path_factory.mktemp("home")
+    shutil.copytree(cache_store.path(smollm_cpu.name), home / "models" / smollm_cpu.name)
+    gguf = source_gguf_path(smollm_cpu, catalog, cache_store.root)
+    assert gguf is not None
+    (home / "sources").mkdir()
+    damaged = bytearray(gguf.read_bytes())
+    damaged[-1] ^= 0xFF
+    (home / "sources" / gguf.name).write_bytes(bytes(damaged))
+    engine = Engine.from_settings(store=ModelStore(home), profile="tiny", inventory=discover(), remotes=())
+    assert engine.generate(PRIME_PROMPT, tier="code", max_new_tokens=4).backend == "openvino"
+    with pytest.raises(UserInputError, match="source GGUF"):
+        engine.generate(PRIME_PROMPT, tier="code", max_new_tokens=4, backend="llama.cpp")
