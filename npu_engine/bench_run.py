@@ -26,6 +26,7 @@ from npu_engine.bench import (
     until_code_block,
 )
 from npu_engine.bench_baselines import llama_quality, measure_baselines
+from npu_engine.bench_correct import measure_correct
 from npu_engine.bench_plan import RunPlan
 from npu_engine.bench_report import BenchResults, BenchRun, write_results
 from npu_engine.catalog import Catalog
@@ -115,6 +116,11 @@ def run_bench(
         _load(real, used, results, say)
     if "quality" in plan.parts and real:
         _quality_runs(plan, catalog, store, real[0][1], results, say)
+    if "correct" in plan.parts and real:
+        engine = real[0][1]
+        results.correct = _guarded(
+            results, say, lambda: measure_correct(engine, catalog, store, plan.tasks, say), None
+        )
     results.seconds = time.monotonic() - started
     folder = write_results(out, results)
     written = None
