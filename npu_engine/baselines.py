@@ -44,9 +44,20 @@ def source_gguf(manifest: Manifest, catalog: Catalog, store: ModelStore) -> Path
 
 
 class LlamaCppModel:
-    """One GGUF loaded in llama.cpp, greedy like the engine: temperature 0, no repeat penalty."""
+    """One GGUF loaded in llama.cpp, greedy like the engine: temperature 0, no repeat penalty.
 
-    def __init__(self, gguf: Path, context: int = 4096, threads: int | None = None, lookup: bool = False):
+    `keep_cache` keeps the KV cache between calls, as Ollama does: a prompt that starts with the
+    previous call's tokens (the next turn of a chat) evaluates only what follows them. Off, every
+    call evaluates its whole prompt."""
+
+    def __init__(
+        self,
+        gguf: Path,
+        context: int = 4096,
+        threads: int | None = None,
+        lookup: bool = False,
+        keep_cache: bool = False,
+    ):
         try:
             from llama_cpp import Llama
             from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
@@ -57,6 +68,7 @@ class LlamaCppModel:
         self.gguf = gguf
         self.threads = threads or cpu_threads()
         self.mode = "prompt_lookup" if lookup else "plain"
+        self.keep_cache = keep_cache
         draft = LlamaPromptLookupDecoding(LOOKUP_NGRAM, LOOKUP_TOKENS) if lookup else None
         started = time.monotonic()
         self._llm: Any = Llama(
@@ -75,7 +87,8 @@ class LlamaCppModel:
         self, messages: Sequence[Message], options: SamplingOptions, on_text: TextSink | None = None
     ) -> RawGeneration:
         """Tokens/s counts decoding after the first token, as OpenVINO GenAI's throughput does."""
-        self._llm.reset()  # every call evaluates its whole prompt, as the engine's does
+        if not self.keep_cache:
+            self._llm.reset()  # every call evaluates its whole prompt, as the engine's does
         started = time.monotonic()
         first = last = started
         pieces: list[str] = []

@@ -1,6 +1,7 @@
 """npu-bench's results: one JSON file with every figure, a Markdown summary, PNG plots."""
 
 import json
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from npu_engine.bench import ConcurrencyPoint, LoadTimes, QualitySummary, SpeedSummary, npu_claim
+from npu_engine.bench_correct import CorrectComparison, CorrectSummary
 from npu_engine.coding_tasks import LANGUAGES
 from npu_engine.devices import GB
 from npu_engine.machine import Bandwidth
@@ -22,6 +24,7 @@ class BenchResults:
     concurrency: list[ConcurrencyPoint] = field(default_factory=list)
     load: list[LoadTimes] = field(default_factory=list)
     bandwidth: Bandwidth | None = None
+    correct: CorrectComparison | None = None
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -48,6 +51,7 @@ class BenchResults:
             ],
             "concurrency": [asdict(c) for c in self.concurrency],
             "load": [asdict(load) for load in self.load],
+            "correct": correct_json(self.correct) if self.correct else None,
             "notes": list(dict.fromkeys(self.notes)),
         }
         return json.dumps(data, indent=2) + "\n"
@@ -174,6 +178,88 @@ def load_table(loads: Sequence[LoadTimes]) -> str:
     )
 
 
+def _correct_summary_json(summary: CorrectSummary) -> dict[str, Any]:
+    return {
+        **asdict(summary),
+        "passed": summary.passed,
+        "tasks": len(summary.answers),
+        "total_seconds": summary.total_seconds,
+        "median_seconds": summary.median_seconds,
+        "answered_by": summary.answered_by(),
+    }
+
+
+def correct_json(correct: CorrectComparison) -> dict[str, Any]:
+    """The time-to-a-correct-answer figures with their totals, speed-up and verdict."""
+    return {
+        "tasks": [_correct_summary_json(s) for s in (correct.ours, correct.baseline)],
+        "session": [_correct_summary_json(s) for s in (correct.ours_session, correct.baseline_session)],
+        "system_prompt_chars": correct.system_prompt_chars,
+        "speedup": correct.speedup,
+        "no_fewer_passed": correct.no_fewer_passed,
+    }
+
+
+def correct_tables(correct: CorrectComparison) -> str:
+    """Per system: tasks passed, total and median seconds to an answer, who answered; the speed-up;
+    then the agent session turn by turn."""
+    rows = []
+    for s in (correct.ours, correct.baseline):
+        firsts = [a.first_text_seconds for a in s.answers]
+        by = ", ".join(f"{who} ×{n}" for who, n in s.answered_by().items())
+        rows.append(
+            [
+                s.system,
+                s.setup,
+                f"{s.passed}/{len(s.answers)}",
+                f"{s.total_seconds:.1f}",
+                f"{s.median_seconds:.2f}",
+                f"{statistics.median(firsts):.2f}" if firsts else "–",
+                by,
+            ]
+        )
+    tasks = markdown_table(
+        [
+            "system",
+            "setup",
+            "tasks passed",
+            "total s",
+            "median s per task",
+            "median s to first text",
+            "answered by",
+        ],
+        rows,
+    )
+    verdict = (
+        f"Speed-up (llama.cpp's total ÷ the engine's): **{correct.speedup:.2f}×**; the engine passed "
+        f"{'no fewer' if correct.no_fewer_passed else 'fewer'} tasks ({correct.ours.passed} vs "
+        f"{correct.baseline.passed})."
+    )
+    turns = [
+        [
+            s.system,
+            i,
+            a.id,
+            a.input_tokens,
+            f"{a.first_text_seconds:.2f}",
+            f"{a.seconds:.2f}",
+            "yes" if a.passed else f"no: {a.reason[:60]}",
+            a.answered_by,
+        ]
+        for s in (correct.ours_session, correct.baseline_session)
+        for i, a in enumerate(s.answers, 1)
+    ]
+    session = markdown_table(
+        ["system", "turn", "task", "prompt tokens", "first text s", "total s", "passed", "answered by"],
+        turns,
+    )
+    intro = (
+        f"Agent-style session: a {correct.system_prompt_chars}-character system prompt (≈2,000 tokens, "
+        "bench/tools.json written into it), then one task per turn, each answer kept in the history."
+    )
+    return "\n\n".join([tasks, verdict, intro, session])
+
+
 def markdown(results: BenchResults) -> str:
     m = results.machine
     parts = [
@@ -201,6 +287,11 @@ def markdown(results: BenchResults) -> str:
         parts += ["## Concurrency", concurrency_table(results.concurrency)]
     if results.load:
         parts += ["## Load and compile", load_table(results.load)]
+    if results.correct:
+        parts += [
+            "## Time to a correct answer (request to a passing answer, greedy, warm)",
+            correct_tables(results.correct),
+        ]
     if results.notes:
         parts += ["## Notes", "\n".join(f"- {note}" for note in dict.fromkeys(results.notes))]
     return "\n\n".join(parts) + "\n"

@@ -27,6 +27,7 @@ from npu_engine.bench import (
     until_code_block,
 )
 from npu_engine.bench_baselines import measure_baselines
+from npu_engine.bench_correct import measure_correct
 from npu_engine.bench_plan import RunPlan
 from npu_engine.bench_report import BenchResults, BenchRun, write_results
 from npu_engine.catalog import Catalog
@@ -54,6 +55,7 @@ class EngineFactory(Protocol):
         profile: str,
         emulate_npu: bool = False,
         continuous_batching: bool = False,
+        prefix_reuse: bool = False,
     ) -> Engine: ...
 
 
@@ -64,7 +66,12 @@ def bench_engines(store: ModelStore, catalog: Catalog) -> EngineFactory:
     measure prefill; what reuse saves is measured by the autocomplete and agent rows)."""
 
     def make(
-        inventory: Inventory, *, profile: str, emulate_npu: bool = False, continuous_batching: bool = False
+        inventory: Inventory,
+        *,
+        profile: str,
+        emulate_npu: bool = False,
+        continuous_batching: bool = False,
+        prefix_reuse: bool = False,
     ) -> Engine:
         return Engine.from_settings(
             profile,
@@ -75,7 +82,7 @@ def bench_engines(store: ModelStore, catalog: Catalog) -> EngineFactory:
             remotes=(),
             measurements=[],
             continuous_batching=continuous_batching,
-            prefix_reuse=False,
+            prefix_reuse=prefix_reuse,
         )
 
     return make
@@ -118,6 +125,12 @@ def run_bench(
         _load(real, used, results, say)
     if "quality" in plan.parts and real:
         _quality_runs(plan, catalog, store, real[0][1], results, say)
+    if "correct" in plan.parts and real:
+        # The routed engine as a user runs it: prefix reuse on, as llama.cpp's cache is beside it.
+        engine = engines(real[0][1].inventory, profile=plan.profile, prefix_reuse=True)
+        results.correct = _guarded(
+            results, say, lambda: measure_correct(engine, catalog, store, plan.tasks, say), None
+        )
     results.seconds = time.monotonic() - started
     folder = write_results(out, results)
     written = None

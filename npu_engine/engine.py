@@ -406,6 +406,11 @@ class Engine:
         """The mode `decoding="auto"` picks for the tier on a device of this kind."""
         return self._planner.fastest_mode(tier, kind, has_draft)
 
+    @property
+    def inventory(self) -> Inventory:
+        """The devices the engine plans over."""
+        return self._planner.inventory
+
     def plan(self) -> Plan:
         """Where each tier runs now, given the converted models in the store."""
         return self._planner.plan(self._store.manifests())

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from npu_engine.bench_plan import MODES, PARTS, run_plan
+from npu_engine.bench_plan import MODES, PARTS, SLOW_PARTS, run_plan
 from npu_engine.catalog import Catalog
 from npu_engine.coding_tasks import LANGUAGES
 from npu_engine.errors import UserInputError
@@ -22,7 +22,7 @@ from npu_engine.errors import UserInputError
         ({"prompt_kinds": ["poems"]}, "unknown prompt kind 'poems' (known: edit, explain, long, review"),
         ({"runs": 0}, "--runs and --max-new-tokens must be at least 1"),
         ({"max_new_tokens": 0}, "--runs and --max-new-tokens must be at least 1"),
-        ({"skip": ["speed"]}, "unknown part 'speed' (known: baselines, concurrency, load, quality)"),
+        ({"skip": ["speed"]}, "unknown part 'speed' (known: baselines, concurrency, load, quality, correct)"),
         ({"concurrency": []}, "--concurrency takes positive numbers, e.g. 1,2,4,8"),
         ({"concurrency": [2, 0]}, "--concurrency takes positive numbers, e.g. 1,2,4,8"),
         ({"languages": ["cobol"]}, "unknown language 'cobol' (known: python, javascript, sql, shell)"),
@@ -58,7 +58,7 @@ def test_a_plan_is_every_tier_mode_kind_and_part_unless_told(catalog: Catalog) -
     )
     assert (chosen.tiers, chosen.modes, chosen.device_kinds) == (["code"], ["speculative"], ["cpu"])
     assert {p.kind for p in chosen.prompts} == {"edit"} and {t.language for t in chosen.tasks} == {"sql"}
-    assert chosen.parts == ["speed", "concurrency", "quality"] and chosen.concurrency == [3]
+    assert chosen.parts == ["speed", "concurrency", "quality", "correct"] and chosen.concurrency == [3]
     assert run_plan(catalog, profile="tiny", speed_only=True, skip=["nonsense"]).parts == ["speed"]
 
 
@@ -67,5 +67,7 @@ def test_a_quick_plan_is_small_where_not_told_otherwise(catalog: Catalog) -> Non
     assert (quick.profile, quick.tiers, quick.modes) == ("tiny", ["code"], ["plain"])
     assert (quick.max_new_tokens, quick.concurrency, quick.concurrency_tokens) == (16, [1, 2], 16)
     assert len(quick.prompts) == 1 and [t.language for t in quick.tasks] == list(LANGUAGES)
+    # Minutes even on the tiny profile: a smoke run leaves the slow parts out.
+    assert quick.parts == [p for p in PARTS if p not in SLOW_PARTS] and "correct" in SLOW_PARTS
     told = run_plan(catalog, quick=True, max_new_tokens=32, concurrency=[4], modes=["prompt_lookup"])
     assert (told.max_new_tokens, told.concurrency, told.modes) == (32, [4], ["prompt_lookup"])
