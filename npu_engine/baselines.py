@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from npu_engine.backends.pipeline_spec import Speculation
 from npu_engine.backends.remote import OllamaBackend
 from npu_engine.catalog import Catalog, PackagedFile
 from npu_engine.errors import UserInputError
@@ -28,8 +29,7 @@ from npu_engine.progress import SilentReporter
 from npu_engine.sources.packaged import ensure_packaged_file
 from npu_engine.store import ModelStore
 
-LOOKUP_NGRAM = 3  # the same n-gram and draft length as the engine's prompt-lookup mode
-LOOKUP_TOKENS = 5
+LOOKUP = Speculation()  # the same n-gram and draft length as the engine's untuned prompt lookup
 
 
 def source_gguf(manifest: Manifest, catalog: Catalog, store: ModelStore) -> Path | None:
@@ -69,7 +69,7 @@ class LlamaCppModel:
         self.threads = threads or cpu_threads()
         self.mode = "prompt_lookup" if lookup else "plain"
         self.keep_cache = keep_cache
-        draft = LlamaPromptLookupDecoding(LOOKUP_NGRAM, LOOKUP_TOKENS) if lookup else None
+        draft = LlamaPromptLookupDecoding(LOOKUP.ngram, LOOKUP.lookup_tokens) if lookup else None
         started = time.monotonic()
         self._llm: Any = Llama(
             model_path=str(gguf),

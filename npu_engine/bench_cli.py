@@ -10,6 +10,8 @@ scheduler reads. The command line over npu_engine.bench_run, bench_quality, benc
                                       latency percentiles, statuses, the server's RSS
     npu-bench autocomplete            fill-in-the-middle as an editor asks: first text and total
                                       time per tier (bench/autocomplete.jsonl)
+    npu-bench tune                    the CPU runtime settings per model, measured; the fastest
+                                      that answer as the defaults do go into the device profile
 """
 
 import argparse
@@ -19,6 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import cast, get_args
 
+from npu_engine.backends.factory import OpenVinoPipelineFactory
+from npu_engine.bench import bench_prompts
 from npu_engine.bench_autocomplete import AUTOCOMPLETE_MAX_NEW_TOKENS, autocomplete_report, autocomplete_table
 from npu_engine.bench_plan import PARTS, checked, run_plan
 from npu_engine.bench_quality import quality_per_recipe
@@ -26,11 +30,15 @@ from npu_engine.bench_report import markdown, speed_table
 from npu_engine.bench_routing import routing_report
 from npu_engine.bench_run import bench_engines, run_bench
 from npu_engine.bench_tools import tool_bench
+from npu_engine.bench_tune import keep_tuned, tune, tune_table
 from npu_engine.catalog import load_catalog
 from npu_engine.cli_support import run_cli
 from npu_engine.coding_tasks import LANGUAGES
+from npu_engine.device_profile import profile_path
 from npu_engine.devices import discover
 from npu_engine.engine import Engine, fast_tier_generate
+from npu_engine.errors import UserInputError
+from npu_engine.recipes import load_recipe_book
 from npu_engine.request import BackendChoice
 from npu_engine.router import load_rules
 from npu_engine.router_fit import load_labelled
@@ -149,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     autocomplete.add_argument(
         "--no-reuse", action="store_true", help="evaluate every prompt whole (no prefix reuse)"
     )
+    tuning = commands.add_parser(
+        "tune", help="CPU runtime settings per model (OpenVINO, speculation, llama.cpp threads), measured"
+    )
+    tuning.add_argument("--profile", default=None, help="catalog profile (default: $NPU_ENGINE_PROFILE)")
+    tuning.add_argument(
+        "--kinds", default="", help="comma-separated prompt kinds from bench/prompts.jsonl (default: all)"
+    )
+    tuning.add_argument("--max-new-tokens", type=int, default=64)
+    tuning.add_argument("--out", type=Path, default=None, help="also write the trials as JSON here")
+    tuning.add_argument("--no-profile", action="store_true", help="do not write the device profile")
     return parser
 
 
@@ -173,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_cli(lambda: _tools(args))
     if args.command == "autocomplete":
         return run_cli(lambda: _autocomplete(args))
+    if args.command == "tune":
+        return run_cli(lambda: _tune(args))
     return run_cli(lambda: _run(args))
 
 
@@ -297,6 +317,35 @@ def _autocomplete(args: argparse.Namespace) -> int:
     print(autocomplete_table(rows))
     if args.out is not None:
         args.out.write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    catalog = load_catalog()
+    store = ModelStore(engine_home())
+    prompts = bench_prompts(_items(args.kinds) or None)
+    if not prompts or args.max_new_tokens < 2:
+        raise UserInputError("tune needs at least one prompt (--kinds) and --max-new-tokens of 2 or more")
+    inventory = discover()
+    result = tune(
+        catalog.profile(args.profile or catalog_profile()),
+        catalog,
+        store,
+        load_recipe_book(),
+        prompts,
+        OpenVinoPipelineFactory(),
+        _say,
+        max_new_tokens=args.max_new_tokens,
+    )
+    print(tune_table(result))
+    for kept in result.tuned:
+        print(f"{kept.model}: {kept.why}")
+    if args.out is not None:
+        args.out.write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
+    if result.tuned and not args.no_profile:
+        path = profile_path(store.root)
+        keep_tuned(path, inventory.description, result)
+        _say(f"device profile written to {path}")
     return 0
 
 

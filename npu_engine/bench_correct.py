@@ -74,7 +74,7 @@ class EngineSystem:
         result = self.engine.generate(
             list(messages), tier="auto", max_new_tokens=QUALITY_MAX_NEW_TOKENS, on_text=on_text
         )
-        who = f"{result.tier}: {result.model} on {result.device} ({result.decoding})"
+        who = f"{result.tier}: {result.model} on {result.device} ({result.backend}, {result.decoding})"
         return Reply(result.text, result.metrics.input_tokens, who)
 
     def warm_up(self, prompts: Sequence[str]) -> None:

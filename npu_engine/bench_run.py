@@ -7,7 +7,7 @@ catalog, the machine's inventory, what makes engines, and `say`, which hears eac
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,13 +31,14 @@ from npu_engine.bench_correct import measure_correct
 from npu_engine.bench_plan import RunPlan
 from npu_engine.bench_report import BenchResults, BenchRun, write_results
 from npu_engine.catalog import Catalog
-from npu_engine.device_profile import DeviceProfile, profile_path, write_profile
+from npu_engine.device_profile import DeviceProfile, profile_path, read_profile, write_profile
 from npu_engine.devices import DEVICE_KINDS, DeviceKind, Inventory
 from npu_engine.engine import Engine
 from npu_engine.errors import NpuEngineError, UserInputError
 from npu_engine.generation import TextSink
 from npu_engine.machine import decode_ceiling, decode_read_bytes, machine_facts, measure_read_bandwidth
 from npu_engine.manifest import Manifest
+from npu_engine.scheduler import Measurement
 from npu_engine.store import ModelStore
 
 _T = TypeVar("_T")
@@ -56,14 +57,16 @@ class EngineFactory(Protocol):
         emulate_npu: bool = False,
         continuous_batching: bool = False,
         prefix_reuse: bool = False,
+        measurements: Sequence[Measurement] = (),
     ) -> Engine: ...
 
 
 def bench_engines(store: ModelStore, catalog: Catalog) -> EngineFactory:
     """Engines over `store` and `catalog` as the bench measures them: no remote fallback (a figure is
-    the device's own), no measurements read (the bench writes the device profile; it never plans
-    by an old one) and no prefix reuse (every prompt evaluated whole, so that first-token times
-    measure prefill; what reuse saves is measured by the autocomplete and agent rows)."""
+    the device's own), no device profile read (the bench writes it; it never plans by an old one,
+    only by the `measurements` of its own run when given) and no prefix reuse (every prompt
+    evaluated whole, so that first-token times measure prefill; what reuse saves is measured by
+    the autocomplete and agent rows)."""
 
     def make(
         inventory: Inventory,
@@ -72,6 +75,7 @@ def bench_engines(store: ModelStore, catalog: Catalog) -> EngineFactory:
         emulate_npu: bool = False,
         continuous_batching: bool = False,
         prefix_reuse: bool = False,
+        measurements: Sequence[Measurement] = (),
     ) -> Engine:
         return Engine.from_settings(
             profile,
@@ -80,7 +84,7 @@ def bench_engines(store: ModelStore, catalog: Catalog) -> EngineFactory:
             inventory=inventory,
             emulate_npu=emulate_npu,
             remotes=(),
-            measurements=[],
+            measurements=list(measurements),
             continuous_batching=continuous_batching,
             prefix_reuse=prefix_reuse,
         )
@@ -126,8 +130,14 @@ def run_bench(
     if "quality" in plan.parts and real:
         _quality_runs(plan, catalog, store, real[0][1], results, say)
     if "correct" in plan.parts and real:
-        # The routed engine as a user runs it: prefix reuse on, as llama.cpp's cache is beside it.
-        engine = engines(real[0][1].inventory, profile=plan.profile, prefix_reuse=True)
+        # The routed engine as a user runs it after this bench: prefix reuse on (as llama.cpp's
+        # cache is beside it), planning by the speeds and pass@1 this run just measured.
+        engine = engines(
+            real[0][1].inventory,
+            profile=plan.profile,
+            prefix_reuse=True,
+            measurements=to_measurements(results.speed, results.quality),
+        )
         results.correct = _guarded(
             results, say, lambda: measure_correct(engine, catalog, store, plan.tasks, say), None
         )
@@ -138,7 +148,9 @@ def run_bench(
     if measurements and write_device_profile:
         written = profile_path(store.root)
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        write_profile(written, DeviceProfile(inventory.description, stamp, tuple(measurements)))
+        kept = read_profile(written)  # what `npu-bench tune` chose stays
+        tuned = kept.tuned if kept is not None else ()
+        write_profile(written, DeviceProfile(inventory.description, stamp, tuple(measurements), tuned))
     return BenchRun(results, folder, written)
 
 

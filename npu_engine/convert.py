@@ -4,27 +4,34 @@ import errno
 import logging
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from npu_engine.catalog import Catalog
-from npu_engine.errors import ModelExistsError, ModelNotFoundError, UserInputError
+from npu_engine.catalog import Catalog, PackagedFile
+from npu_engine.conversion_needs import (
+    ConversionNeeds,
+    MemoryProbe,
+    SystemMemory,
+    conversion_needs,
+    memory_shortfall,
+    require_memory,
+    system_memory,
+)
+from npu_engine.errors import ConversionError, ModelExistsError, ModelNotFoundError, UserInputError
 from npu_engine.files import folder_size, human_bytes
 from npu_engine.manifest import MANIFEST_NAME, Manifest, SourceInfo, hash_folder
 from npu_engine.progress import Reporter
 from npu_engine.recipes import DeviceClass, Recipe, RecipeBook
-from npu_engine.sources import ResolvedSource
+from npu_engine.sources import ResolvedSource, SourceFormat, classify
 from npu_engine.sources.resolve import resolve_source
 from npu_engine.store import ModelStore, check_name
+from npu_engine.torch_stack import hide_mismatched_torchvision
 
 log = logging.getLogger("npu_engine")
 
-# Bytes per weight written on the way: the float32 folder de-quantized from a GGUF, the float
-# export optimum writes before compressing, and the compressed result; plus room for the tokenizer.
-GGUF_DEQUANT_BYTES = 4.0
-FLOAT_EXPORT_BYTES = 4.0
-SLACK_BYTES = 512 << 20
 # How the libraries word a full disk when they do not raise OSError(ENOSPC): safetensors
 # ("I/O error: No space left on device (os error 28)"), C++ runtimes, Python.
 DISK_FULL_WORDS = ("no space left on device", "storagefull", "os error 28", "disk quota exceeded")
@@ -57,12 +64,32 @@ class ConvertResult:
     seconds: float
 
 
-def space_needed(source: ResolvedSource, recipe: Recipe) -> int:
-    """A generous estimate of the disk a conversion uses at its peak."""
-    per_weight = FLOAT_EXPORT_BYTES + recipe.bytes_per_weight
-    if source.format == "gguf":
-        per_weight += GGUF_DEQUANT_BYTES
-    return int(source.parameters * per_weight) + SLACK_BYTES
+@dataclass(frozen=True)
+class ConversionPlan:
+    """What a conversion would do and need, and what this machine has: `npu-convert --dry-run`."""
+
+    name: str
+    source: str
+    weights: int
+    source_format: SourceFormat
+    device: DeviceClass
+    recipe: Recipe
+    needs: ConversionNeeds
+    memory: SystemMemory
+    disk_free: int
+    done: bool = False
+
+    def problems(self) -> list[str]:
+        """Why it cannot run here now; empty when it fits (or is already done)."""
+        if self.done:
+            return []
+        problems = [shortfall] if (shortfall := memory_shortfall(self.needs, self.memory)) else []
+        if self.needs.disk > self.disk_free:
+            problems.append(
+                f"it needs about {human_bytes(self.needs.disk)} of disk at its peak, "
+                f"{human_bytes(self.disk_free)} free"
+            )
+        return problems
 
 
 class Converter:
@@ -75,35 +102,30 @@ class Converter:
         recipes: RecipeBook,
         reporter: Reporter,
         ollama_store: Path,
+        memory: MemoryProbe = system_memory,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.recipes = recipes
         self.reporter = reporter
         self.ollama_store = ollama_store
+        self.memory = memory
 
     def convert(self, request: ConvertRequest) -> ConvertResult:
         """Convert one source; a no-op when the same conversion is already in the store."""
         started = time.monotonic()
+        hide_mismatched_torchvision()  # before anything imports transformers
         if request.name is not None:
             check_name(request.name)
         self.store.recover()
-        source = resolve_source(
-            request.source,
-            reporter=self.reporter,
-            catalog=self.catalog,
-            packaged_cache=self.store.root / "sources",
-            ollama_store=self.ollama_store,
-            trust_remote_code=request.trust_remote_code,
-        )
-        if source.embedding is not None and request.device == "npu":
-            raise UserInputError(
-                f"{source.default_name} is an embedding model: it converts for CPU or GPU (--device cpu|gpu)"
-            )
-        recipe = self.recipes.choose(
-            request.device, source.parameters, request.recipe, embedding=source.embedding is not None
-        )
+        early = self._plan_from_catalog(request)
+        if early is not None and not early.done:
+            # Before anything is downloaded or unpacked.
+            require_memory(early.needs, early.memory, f"cannot convert {early.name}")
+        source = self._resolve(request)
+        recipe = self._recipe(request, source.parameters, source.embedding is not None, source.default_name)
         name = check_name(request.name or f"{source.default_name}-{recipe.name}")
+        needs = conversion_needs(source.parameters, source.format, recipe)
         waiting = f"waiting for another conversion of {name} to finish"
         with self.store.converting(name, on_wait=lambda: self.reporter.info(waiting)):
             existing = self._existing(name)
@@ -118,10 +140,110 @@ class Converter:
                     f"model {name!r} already exists (from {existing.source.id}, "
                     f"recipe {existing.recipe.name}); use --force to replace it or --name to keep both"
                 )
-            needed = space_needed(source, recipe)
-            self.store.require_free_space(needed)
-            path, manifest = self._build(source, recipe, request, name, existing is not None, needed)
+            require_memory(needs, self.memory(), f"cannot convert {name}")
+            self.store.require_free_space(needs.disk)
+            path, manifest = self._build(source, recipe, request, name, existing is not None, needs.disk)
         return ConvertResult(manifest, path, False, time.monotonic() - started)
+
+    def plan(self, request: ConvertRequest) -> ConversionPlan:
+        """What converting `request` would need, checked against this machine, converting nothing.
+
+        A catalog model (pkg:NAME, or a hub id the catalog knows) is planned from the catalog;
+        any other source is resolved first (a hub id is downloaded)."""
+        if request.name is not None:
+            check_name(request.name)
+        early = self._plan_from_catalog(request)
+        if early is not None:
+            return early
+        source = self._resolve(request)
+        recipe = self._recipe(request, source.parameters, source.embedding is not None, source.default_name)
+        name = check_name(request.name or f"{source.default_name}-{recipe.name}")
+        done = self._done(name, request, recipe, lambda m: m.source.digest == source.digest)
+        return self._plan(name, source.id, source.parameters, source.format, request.device, recipe, done)
+
+    def plan_tier(
+        self, profile: str, tier: str, device: DeviceClass, recipe: str | None
+    ) -> list[ConversionPlan]:
+        """`plan` for what a catalog tier needs, from the catalog alone."""
+        return [
+            self.plan(ConvertRequest(source=source, device=device, recipe=recipe))
+            for source in self._tier_sources(profile, tier)
+        ]
+
+    def _plan_from_catalog(self, request: ConvertRequest) -> ConversionPlan | None:
+        """The plan of a source the catalog describes (its weight count and format), or None."""
+        kind, rest = classify(request.source)
+        model = None
+        if kind == "packaged":
+            model = self.catalog.model(rest)
+        elif kind == "hf-hub":
+            repo = rest.partition("@")[0]
+            model = next((m for m in self.catalog.models.values() if m.hf == repo), None)
+        if model is None or (kind == "packaged" and model.packaged is None):
+            return None
+        source_format: SourceFormat = (
+            "gguf" if kind == "packaged" and isinstance(model.packaged, PackagedFile) else "hf"
+        )
+        recipe = self._recipe(request, model.parameters, model.family.embedding, model.name)
+        name = check_name(request.name or f"{model.name}-{recipe.name}")
+        done = self._done(name, request, recipe, lambda m: m.source.id == request.source)
+        return self._plan(name, request.source, model.parameters, source_format, request.device, recipe, done)
+
+    def _done(
+        self, name: str, request: ConvertRequest, recipe: Recipe, same_source: Callable[[Manifest], bool]
+    ) -> bool:
+        """Whether converting `request` as `name` would be a no-op: the same source, recipe and device."""
+        existing = self._existing(name)
+        if request.force or existing is None:
+            return False
+        return (existing.recipe, existing.device) == (recipe, request.device) and same_source(existing)
+
+    def _plan(
+        self,
+        name: str,
+        source: str,
+        weights: int,
+        source_format: SourceFormat,
+        device: DeviceClass,
+        recipe: Recipe,
+        done: bool,
+    ) -> ConversionPlan:
+        return ConversionPlan(
+            name=name,
+            source=source,
+            weights=weights,
+            source_format=source_format,
+            device=device,
+            recipe=recipe,
+            needs=conversion_needs(weights, source_format, recipe),
+            memory=self.memory(),
+            disk_free=self.store.disk_free() if self.store.root.exists() else self._disk_free_above(),
+            done=done,
+        )
+
+    def _disk_free_above(self) -> int:
+        """Free disk where the store will be created: its nearest existing parent."""
+        folder = self.store.root
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        return shutil.disk_usage(folder).free
+
+    def _resolve(self, request: ConvertRequest) -> ResolvedSource:
+        return resolve_source(
+            request.source,
+            reporter=self.reporter,
+            catalog=self.catalog,
+            packaged_cache=self.store.root / "sources",
+            ollama_store=self.ollama_store,
+            trust_remote_code=request.trust_remote_code,
+        )
+
+    def _recipe(self, request: ConvertRequest, weights: int, embedding: bool, model: str) -> Recipe:
+        if embedding and request.device == "npu":
+            raise UserInputError(
+                f"{model} is an embedding model: it converts for CPU or GPU (--device cpu|gpu)"
+            )
+        return self.recipes.choose(request.device, weights, request.recipe, embedding=embedding)
 
     def _existing(self, name: str) -> Manifest | None:
         try:
@@ -140,10 +262,12 @@ class Converter:
     ) -> tuple[Path, Manifest]:
         from npu_engine import export
 
-        export.quiet_libraries()
+        with missing_libraries_named():
+            export.quiet_libraries()
         with self.store.staging() as stage:
             try:
-                return self._build_in(stage, source, recipe, request, name, replace)
+                with missing_libraries_named():
+                    return self._build_in(stage, source, recipe, request, name, replace)
             except Exception as error:
                 # Judged before the staging folder goes, while the disk is as full as it was;
                 # reported after, with the space the user really has.
@@ -200,19 +324,29 @@ class Converter:
         self, profile: str, tier: str, device: DeviceClass, recipe: str | None, force: bool
     ) -> list[ConvertResult]:
         """Convert what a catalog tier needs: its model and, where it has one, its draft model."""
+        return [
+            self.convert(ConvertRequest(source=source, device=device, recipe=recipe, force=force))
+            for source in self._tier_sources(profile, tier)
+        ]
+
+    def _tier_sources(self, profile: str, tier: str) -> list[str]:
+        """The sources of a tier's model and, where it has one, its draft model."""
         spec = self.catalog.profile(profile).tier(tier)
         models = [spec.model] + ([spec.draft] if spec.draft else [])
-        return [
-            self.convert(
-                ConvertRequest(
-                    source=self.catalog.model(model).preferred_source,
-                    device=device,
-                    recipe=recipe,
-                    force=force,
-                )
-            )
-            for model in models
-        ]
+        return [self.catalog.model(model).preferred_source for model in models]
+
+
+@contextmanager
+def missing_libraries_named() -> Iterator[None]:
+    """An ImportError from the conversion's libraries becomes one line naming the fix."""
+    try:
+        yield
+    except ImportError as error:
+        missing = error.name or str(error)
+        raise ConversionError(
+            f"converting needs the libraries of npu-engine's [convert] extra, and {missing} could not be "
+            "imported: pip install 'npu-engine[convert]' (in a clone: pip install -e '.[convert]')"
+        ) from None
 
 
 def disk_filled(error: BaseException, free: int) -> bool:
@@ -233,6 +367,27 @@ def disk_filled(error: BaseException, free: int) -> bool:
         write_failed = write_failed or any(words in text for words in WRITE_FAILURE_WORDS)
         current = current.__cause__ or current.__context__
     return free < (WRITE_FAILED_BYTES if write_failed else NEARLY_FULL_BYTES)
+
+
+def describe_plan(plan: ConversionPlan) -> list[str]:
+    """What `npu-convert --dry-run` prints for one planned conversion."""
+    needs = plan.needs
+    head = (
+        f"{plan.name}: {plan.source} ({plan.weights / 1e6:,.0f}M weights, {plan.source_format.upper()}), "
+        f"recipe {plan.recipe.name} for {plan.device.upper()}"
+    )
+    if plan.done:
+        return [f"{head}: already converted (--force redoes it)"]
+    problems = plan.problems()
+    return [
+        head,
+        f"  memory at the peak: about {human_bytes(needs.peak_memory)} "
+        f"(this machine: {human_bytes(plan.memory.total)}, {human_bytes(plan.memory.available)} available)",
+        f"  disk at the peak: about {human_bytes(needs.disk)} ({human_bytes(plan.disk_free)} free); "
+        f"the model keeps about {human_bytes(needs.output)}",
+        *(f"  does not fit: {problem}" for problem in problems),
+        *([] if problems else ["  fits"]),
+    ]
 
 
 def describe(result: ConvertResult) -> str:

@@ -6,8 +6,8 @@ from typing import get_args
 
 from npu_engine.catalog import EMBED_TIER, TIERS, load_catalog
 from npu_engine.cli_support import run_cli
-from npu_engine.convert import Converter, ConvertRequest, describe
-from npu_engine.errors import StoreError
+from npu_engine.convert import Converter, ConvertRequest, describe, describe_plan
+from npu_engine.errors import ConversionMemoryError, StoreError
 from npu_engine.files import human_bytes
 from npu_engine.manifest import verify_files
 from npu_engine.progress import Reporter, RichReporter, SilentReporter
@@ -16,7 +16,7 @@ from npu_engine.settings import catalog_profile, engine_home, ollama_models_dir
 from npu_engine.sources import SPEC_HELP
 from npu_engine.store import ModelStore
 
-COMMANDS = ("convert", "tier", "list", "verify", "rm")
+COMMANDS = ("convert", "tier", "list", "verify", "rm", "prune-cache")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--recipe", help="a recipe from convert/recipes.json (default: the device's default)"
         )
         sub.add_argument("--force", action="store_true", help="redo the conversion, replacing the model")
+        sub.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="print the memory and disk the conversion needs and whether they fit; convert nothing",
+        )
 
     convert = commands.add_parser("convert", help="convert one model source")
     convert.add_argument("source", help=SPEC_HELP)
@@ -50,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     conversion_options(tier)
 
-    commands.add_parser("list", help="list the models in the store")
+    listing = commands.add_parser("list", help="list the models in the store")
+    listing.add_argument("--cache", action="store_true", help="also show each model's compiled-model cache")
+    commands.add_parser("prune-cache", help="delete compiled-model caches of models no longer in the store")
     verify = commands.add_parser("verify", help="re-hash every file of a model against its manifest")
     verify.add_argument("name")
     remove = commands.add_parser("rm", help="remove a model from the store")
@@ -79,16 +86,10 @@ def _run(args: argparse.Namespace) -> int:
     reporter: Reporter = SilentReporter() if args.quiet else RichReporter()
     if args.command in ("convert", "tier"):
         converter = Converter(store, load_catalog(), load_recipe_book(), reporter, ollama_models_dir())
+        if args.dry_run:
+            return _dry_run(converter, args)
         if args.command == "convert":
-            request = ConvertRequest(
-                source=args.source,
-                device=args.device,
-                recipe=args.recipe,
-                name=args.name,
-                force=args.force,
-                trust_remote_code=args.trust_remote_code,
-            )
-            results = [converter.convert(request)]
+            results = [converter.convert(_request(args))]
         else:
             profile = args.profile or catalog_profile()
             results = converter.convert_tier(profile, args.tier, args.device, args.recipe, args.force)
@@ -96,7 +97,10 @@ def _run(args: argparse.Namespace) -> int:
             print(describe(result))
         return 0
     if args.command == "list":
-        return _list(store)
+        return _list(store, args.cache)
+    if args.command == "prune-cache":
+        print(f"freed {human_bytes(store.prune_cache())} in {store.cache_dir}")
+        return 0
     if args.command == "verify":
         return _verify(store, args.name, reporter)
     manifest = store.remove(args.name)
@@ -107,19 +111,56 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(store: ModelStore) -> int:
+def _request(args: argparse.Namespace) -> ConvertRequest:
+    return ConvertRequest(
+        source=args.source,
+        device=args.device,
+        recipe=args.recipe,
+        name=args.name,
+        force=args.force,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def _dry_run(converter: Converter, args: argparse.Namespace) -> int:
+    """Print each planned conversion's needs; exit 5 when one of them does not fit."""
+    if args.command == "convert":
+        plans = [converter.plan(_request(args))]
+    else:
+        plans = converter.plan_tier(args.profile or catalog_profile(), args.tier, args.device, args.recipe)
+    for plan in plans:
+        print("\n".join(describe_plan(plan)))
+    return ConversionMemoryError.exit_code if any(plan.problems() for plan in plans) else 0
+
+
+def _list(store: ModelStore, cache: bool) -> int:
     manifests = store.manifests()
     for name, why in store.broken():
         print(f"{name}: not a model ({why}); npu-convert rm {name} removes it", file=sys.stderr)
     if not manifests:
         print(f"no models in {store.models_dir}")
         return 0
-    rows = [("NAME", "SIZE", "RECIPE", "DEVICE", "SOURCE")] + [
-        (m.name, human_bytes(m.size), m.recipe.name, m.device.upper(), m.source.id) for m in manifests
+    per_model, rest = store.cache_usage() if cache else ({}, 0)
+    head = ("NAME", "SIZE", *(("CACHE",) if cache else ()), "RECIPE", "DEVICE", "SOURCE")
+    rows = [head] + [
+        (
+            m.name,
+            human_bytes(m.size),
+            *((human_bytes(per_model.get(m.name, 0)),) if cache else ()),
+            m.recipe.name,
+            m.device.upper(),
+            m.source.id,
+        )
+        for m in manifests
     ]
-    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(head) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    if cache:
+        print(
+            f"compiled-model cache in {store.cache_dir}: {human_bytes(sum(per_model.values()) + rest)}, "
+            f"{human_bytes(rest)} of it no model's (npu-convert prune-cache deletes that)"
+        )
     return 0
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from npu_engine.backends.factory import OpenVinoPipelineFactory
 from npu_engine.bridge import Run
 from npu_engine.catalog import EMBED_TIER, Catalog, CatalogModel, TierSpec, load_catalog
+from npu_engine.device_profile import TunedSettings
 from npu_engine.devices import DeviceKind, Inventory, discover
 from npu_engine.embedding import EmbeddingResult, EmbedRequest
 from npu_engine.errors import (
@@ -57,7 +58,7 @@ from npu_engine.targets import (
     Unavailable,
     result_of,
 )
-from npu_engine.wiring import measured_speeds, remotes_from_settings, with_emulated_npu
+from npu_engine.wiring import measured_speeds, remotes_from_settings, tuned_settings, with_emulated_npu
 
 log = logging.getLogger("npu_engine")
 _T = TypeVar("_T", bound=Target)
@@ -89,6 +90,7 @@ class Engine:
     backends/batching.py for what OpenVINO GenAI 2026.4 keeps from every request there).
     `prefix_reuse` keeps a pipeline's KV cache from one request to the next where that leaves
     answers unchanged (see backends/llama_cpp.py); off, every prompt is evaluated whole.
+    `tuned` are the runtime settings `npu-bench tune` measured per converted model and device.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class Engine:
         continuous_batching: bool = False,
         allow_modified_models: bool = False,
         prefix_reuse: bool = True,
+        tuned: Sequence[TunedSettings] = (),
         failure_ttl_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -112,7 +115,9 @@ class Engine:
         self._router = router
         self._remotes = tuple(remotes)
         self._emulate_npu = emulate_npu
-        self._loader = PipelineLoader(store, pool, continuous_batching, allow_modified_models, prefix_reuse)
+        self._loader = PipelineLoader(
+            store, pool, continuous_batching, allow_modified_models, prefix_reuse, tuned
+        )
         self._devices = {
             device.name: DeviceTarget(device, planner, self._loader, emulate_npu and device.kind == "npu")
             for device in planner.inventory.devices
@@ -143,11 +148,13 @@ class Engine:
         continuous_batching: bool = False,
         allow_modified_models: bool = False,
         prefix_reuse: bool = True,
+        tuned: Sequence[TunedSettings] | None = None,
     ) -> "Engine":
         """The engine as this machine and its settings make it: the store at `$NPU_ENGINE_HOME`,
         the shipped catalog and recipes, the devices OpenVINO sees, the device profile `npu-bench`
         wrote, the router's rules, Ollama at `$OLLAMA_HOST` and the configured OpenAI-compatible
-        fallback. Each argument given replaces what would be read (`remotes=()`: no fallbacks)."""
+        fallback, and the runtime settings `npu-bench tune` kept. Each argument given replaces what
+        would be read (`remotes=()`: no fallbacks, `tuned=()`: the runtimes' defaults)."""
         store = store or ModelStore(engine_home())
         catalog = catalog or load_catalog()
         inventory = inventory or discover()
@@ -180,6 +187,7 @@ class Engine:
             continuous_batching=continuous_batching,
             allow_modified_models=allow_modified_models,
             prefix_reuse=prefix_reuse,
+            tuned=tuned_settings(store) if tuned is None else tuned,
             failure_ttl_seconds=failure_ttl_seconds,
             clock=clock,
         )

@@ -161,6 +161,10 @@ def _run(args: argparse.Namespace) -> int:
             ):
                 here = _gguf_here(manifests, placement.model, planner, store)
                 print(f"  {placement.tier:7} CPU backend: {planner.cpu_backends(placement.tier, here)}")
+                conversion = planner.conversion(manifests, placement.model, "cpu")
+                tuned = measured.tuned_for(conversion.name, "CPU") if measured and conversion else None
+                if tuned is not None:
+                    print(f"  {placement.tier:7} CPU settings (npu-bench tune): {tuned.why}")
         return 0
     if args.command == "route":
         return _route(args.prompt, profile, args.second_stage)

@@ -49,6 +49,12 @@ class DiskSpaceError(NpuEngineError):
     exit_code = 5
 
 
+class ConversionMemoryError(NpuEngineError):
+    """A conversion would need more memory than the machine has available."""
+
+    exit_code = 5
+
+
 class ConversionError(NpuEngineError):
     """Export or compression failed for a reason the user can read."""
 

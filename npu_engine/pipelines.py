@@ -31,6 +31,10 @@ class Pipeline(Protocol):
 
     def count_prompt_tokens(self, prompt: Prompt, tools: Sequence[dict[str, Any]] = ()) -> int: ...
 
+    def reused_tokens(self, prompt: Prompt, tools: Sequence[dict[str, Any]] = ()) -> int:
+        """Prompt tokens the next call would read back from the KV cache rather than evaluate."""
+        ...
+
     def generate(
         self,
         prompt: Prompt,
@@ -137,6 +141,13 @@ class PipelinePool:
     def open(self, spec: Any) -> Pipeline | Embedder:
         """A pipeline for `spec` outside the pool: neither kept nor counted (for timing a load)."""
         return self._factory(spec)
+
+    def peek(self, key: PipelineKey) -> Pipeline | Embedder | None:
+        """The pipeline loaded for `key` when it is idle, without holding it (to ask what its KV
+        cache holds); None when none is loaded or a caller is using it."""
+        with self._guard:
+            slot = self._slots.get(key)
+            return slot.pipeline if slot is not None and slot.active == 0 else None
 
     def loaded(self) -> list[PipelineKey]:
         with self._guard:

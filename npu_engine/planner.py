@@ -36,10 +36,12 @@ class BackendPick:
 
 @dataclass(frozen=True)
 class RequestShape:
-    """What the backend choice weighs: the prompt's tokens (estimated) and the most new tokens."""
+    """What the backend choice weighs: the prompt's tokens (estimated), the most new tokens, and
+    the prompt tokens llama.cpp's loaded pipeline holds already (read back, not evaluated)."""
 
     prompt_tokens: int
     new_tokens: int
+    llama_cpp_cached: int = 0
 
 
 CHAT_SHAPE = RequestShape(prompt_tokens=300, new_tokens=512)
@@ -150,23 +152,23 @@ class Planner:
             raise UserInputError(f"backend 'llama.cpp' cannot answer this request: {blocked}")
         if asked == "openvino" or blocked:
             return BackendPick("openvino", mode, "asked for" if asked == "openvino" else str(blocked))
+
+        def pick(backend: Backend, reason: str) -> BackendPick:
+            return BackendPick(backend, "plain" if backend == "llama.cpp" else mode, reason)
+
         if asked == "llama.cpp":
-            return BackendPick("llama.cpp", "plain", "asked for")
+            return pick("llama.cpp", "asked for")
         worse = self._answers_worse(tier)
         if worse is not None:
-            better: Backend = "openvino" if worse[0] == "llama.cpp" else "llama.cpp"
-            return BackendPick(better, mode if better == "openvino" else "plain", worse[1])
+            return pick("openvino" if worse[0] == "llama.cpp" else "llama.cpp", worse[1])
         ours = self._seconds(tier, "openvino", mode, shape)
         theirs = self._seconds(tier, "llama.cpp", "plain", shape)
         if ours is None or theirs is None:
-            return BackendPick(
-                DEFAULT_CPU_BACKEND,
-                "plain" if DEFAULT_CPU_BACKEND == "llama.cpp" else mode,
-                "not measured here: the default for CPUs",
-            )
-        faster: Backend = "llama.cpp" if theirs < ours else "openvino"
+            return pick(DEFAULT_CPU_BACKEND, "not measured here: the default for CPUs")
         reason = f"measured: {theirs:.1f}s on llama.cpp vs {ours:.1f}s on OpenVINO for this request"
-        return BackendPick(faster, "plain" if faster == "llama.cpp" else mode, reason)
+        if shape.llama_cpp_cached:
+            reason += f" ({shape.llama_cpp_cached} prompt tokens in llama.cpp's cache)"
+        return pick("llama.cpp" if theirs < ours else "openvino", reason)
 
     def cpu_backends(self, tier: str, gguf_here: bool) -> str:
         """In words, what runs the tier on the CPU for a typical chat turn and a typical
@@ -210,8 +212,10 @@ class Planner:
                 backend,
                 mode,
             ) and m.tokens_per_second > 0:
+                cached = shape.llama_cpp_cached if backend == "llama.cpp" else 0
+                evaluated = max(shape.prompt_tokens - cached, 1)
                 prefill = (
-                    shape.prompt_tokens / m.prompt_tokens_per_second
+                    evaluated / m.prompt_tokens_per_second
                     if m.prompt_tokens_per_second > 0
                     else m.ttft_ms / 1000
                 )

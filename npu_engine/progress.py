@@ -2,6 +2,7 @@
 
 import io
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, redirect_stderr, redirect_stdout
 from typing import Protocol
@@ -19,16 +20,23 @@ class Reporter(Protocol):
         ...
 
 
+@contextmanager
+def swallowed() -> Iterator[None]:
+    """What the libraries print themselves meanwhile (NNCF's tables and bars, transformers' tqdm,
+    torch's TracerWarnings) goes nowhere; their failures still arrive as exceptions."""
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        yield
+
+
 class SilentReporter:
     """Reports nothing: for `--quiet`, for tests and for library callers.
 
-    During a step it also swallows what the libraries print themselves (NNCF's tables and bars,
-    transformers' tqdm); their failures still arrive as exceptions.
+    During a step it also swallows what the libraries print themselves (see `swallowed`).
     """
 
     @contextmanager
     def step(self, description: str, total: int | None = None) -> Iterator[Advance]:
-        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        with swallowed():
             yield lambda _done: None
 
     def info(self, message: str) -> None:
@@ -36,7 +44,9 @@ class SilentReporter:
 
 
 class RichReporter:
-    """A rich progress bar (or spinner, when the total is unknown) per step, on stderr."""
+    """A rich progress bar (or spinner, when the total is unknown) per step, on stderr; one line
+    per finished step when stderr is not a terminal (a log file gets no bars to wrap). What the
+    libraries print during a step is swallowed either way."""
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -54,11 +64,20 @@ class RichReporter:
             TimeElapsedColumn,
         )
 
+        if not self._console.is_terminal:
+            started = time.monotonic()
+            with swallowed():
+                yield lambda _done: None
+            self.info(f"  {description}: {time.monotonic() - started:.0f}s")
+            return
         columns = [SpinnerColumn(), TextColumn("{task.description}")]
         if total is not None:
             columns += [BarColumn(), DownloadColumn()]
         columns.append(TimeElapsedColumn())
-        with Progress(*columns, console=self._console, transient=False) as bar:
+        progress = Progress(
+            *columns, console=self._console, transient=False, redirect_stdout=False, redirect_stderr=False
+        )
+        with progress as bar, swallowed():
             task = bar.add_task(description, total=total)
             yield lambda done: bar.advance(task, done)
             if total is None:

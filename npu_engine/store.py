@@ -6,8 +6,9 @@ Layout under the root:
   .replaced/<name>.<id> an old model being swapped out by `--force`; restored if the swap died
   .removing/<id>        a model being deleted
   .converting/<name>.lock  held by the one conversion that may write model <name>
-  cache/                OpenVINO's compiled-model cache and the verification stamps, unless the
-                        store is read-only (see `ModelStore.cache_dir`)
+  cache/                OpenVINO's compiled-model cache (compiled/<name>/, one folder per model,
+                        pruned with it) and the verification stamps, unless the store is
+                        read-only (see `ModelStore.cache_dir`)
 
 A conversion killed at any point leaves either the old state or the new one: staging folders whose
 owner died are swept on the next open, and a half-done swap is rolled back. A read-only store can
@@ -33,7 +34,7 @@ from npu_engine.errors import (
     StoreError,
     UserInputError,
 )
-from npu_engine.files import human_bytes, mount_point
+from npu_engine.files import folder_size, human_bytes, mount_point
 from npu_engine.integrity import FileChecker
 from npu_engine.manifest import Manifest, ManifestError, read_manifest
 from npu_engine.settings import compiled_cache_setting, user_cache_home
@@ -45,6 +46,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DiskFree = Callable[[Path], int]
 READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+COMPILED = "compiled"  # under the cache: one folder of OpenVINO's compiled blobs per model
 
 
 def _disk_free(path: Path) -> int:
@@ -125,6 +127,48 @@ class ModelStore:
         if self._cache is None:
             self._cache = (self._find_cache(),)
         return self._cache[0]
+
+    def compiled_cache(self, name: str) -> Path | None:
+        """The compiled-model cache of model `name` (removed with the model), or None."""
+        return None if self.cache_dir is None else self.cache_dir / COMPILED / name
+
+    def cache_usage(self) -> tuple[dict[str, int], int]:
+        """Bytes of compiled cache per model name, and the bytes of the rest of the cache (models
+        no longer in the store, an older flat layout, verification stamps)."""
+        cache = self.cache_dir
+        if cache is None or not cache.is_dir():
+            return {}, 0
+        names = {manifest.name for manifest in self.manifests()}
+        per_model = {
+            folder.name: folder_size(folder)
+            for folder in _children(cache / COMPILED)
+            if folder.is_dir() and folder.name in names
+        }
+        return per_model, folder_size(cache) - sum(per_model.values())
+
+    def prune_cache(self) -> int:
+        """Delete compiled caches that belong to no model in the store, and loose blobs of the older
+        flat layout; the bytes freed."""
+        cache = self.cache_dir
+        if cache is None or not cache.is_dir():
+            return 0
+        names = {manifest.name for manifest in self.manifests()}
+        doomed = [folder for folder in _children(cache / COMPILED) if folder.name not in names]
+        doomed += [entry for entry in _children(cache) if entry.is_file() and entry.suffix == ".blob"]
+        freed = 0
+        for entry in doomed:
+            if entry.is_dir():
+                freed += folder_size(entry)
+                shutil.rmtree(entry)
+            else:
+                freed += entry.stat().st_size
+                entry.unlink()
+        return freed
+
+    def _drop_compiled(self, name: str) -> None:
+        compiled = self.compiled_cache(name)
+        if compiled is not None:
+            shutil.rmtree(compiled, ignore_errors=True)
 
     def _find_cache(self) -> Path | None:
         explicit = self._explicit_cache or compiled_cache_setting()
@@ -254,6 +298,7 @@ class ModelStore:
                 os.rename(target, old)
                 os.rename(staged, target)
                 shutil.rmtree(old)
+                self._drop_compiled(name)  # compiled from the model just replaced
             else:
                 os.rename(staged, target)
         return target
@@ -273,6 +318,7 @@ class ModelStore:
             doomed = self._removing_dir / uuid.uuid4().hex
             os.rename(folder, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
+        self._drop_compiled(name)
         return manifest
 
     def recover(self) -> None:

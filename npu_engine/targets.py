@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from npu_engine.backends.pipeline_spec import (
     BatchingLimits,
@@ -16,6 +16,7 @@ from npu_engine.backends.pipeline_spec import (
     PipelineSpec,
 )
 from npu_engine.catalog import Catalog, TierSpec
+from npu_engine.device_profile import TunedSettings
 from npu_engine.devices import Device
 from npu_engine.embedding import EmbeddingResult, EmbedRequest
 from npu_engine.errors import ContextLengthError
@@ -24,7 +25,7 @@ from npu_engine.gguf_source import source_gguf_path
 from npu_engine.infill import InfillEnd
 from npu_engine.machine import cpu_threads
 from npu_engine.manifest import Manifest
-from npu_engine.pipelines import LLAMA_CPP, Pipeline, PipelineKey, PipelinePool
+from npu_engine.pipelines import LLAMA_CPP, Embedder, Pipeline, PipelineKey, PipelinePool
 from npu_engine.planner import Planner, RequestShape
 from npu_engine.request import GenerateRequest, GenerationResult
 from npu_engine.store import ModelStore
@@ -131,7 +132,8 @@ class RemoteTarget:
 
 class PipelineLoader:
     """Opens converted models as pipelines, through the pool that keeps them loaded: checks their
-    files against their manifests on the way (see ModelStore.checked_path)."""
+    files against their manifests on the way (see ModelStore.checked_path), with the runtime
+    settings `npu-bench tune` kept for the model on the device (`tuned`), else the defaults."""
 
     def __init__(
         self,
@@ -140,12 +142,14 @@ class PipelineLoader:
         continuous_batching: bool = False,
         allow_modified_models: bool = False,
         prefix_reuse: bool = True,
+        tuned: Sequence[TunedSettings] = (),
     ) -> None:
         self.store = store
         self.pool = pool
         self.continuous_batching = continuous_batching
         self.allow_modified_models = allow_modified_models
         self.prefix_reuse = prefix_reuse
+        self.tuned = {(t.model, t.device): t for t in tuned}
 
     def spec(
         self,
@@ -157,10 +161,11 @@ class PipelineLoader:
         kv_bytes: int = 0,
     ) -> PipelineSpec:
         allowed = self.allow_modified_models
+        tuned = self.tuned.get((manifest.name, device), TunedSettings(manifest.name, device))
         return PipelineSpec(
             model_path=self.store.checked_path(manifest, allowed),
             device=device,
-            cache_dir=self.store.cache_dir,
+            cache_dir=self.store.compiled_cache(manifest.name),
             max_prompt_len=NPU_MAX_PROMPT,
             min_response_len=NPU_MIN_RESPONSE,
             emulate_npu=emulated,
@@ -171,6 +176,8 @@ class PipelineLoader:
                 if self.continuous_batching
                 else None
             ),
+            cpu=tuned.cpu,
+            speculation=tuned.speculation,
         )
 
     def source_gguf(self, manifest: Manifest, catalog: Catalog) -> Path | None:
@@ -186,9 +193,13 @@ class PipelineLoader:
             gguf_path=gguf,
             tokenizer_path=self.store.checked_path(manifest, self.allow_modified_models),
             context=context,
-            threads=cpu_threads(),
+            threads=self._llama_threads(manifest.name) or cpu_threads(),
             reuse_prefix=self.prefix_reuse,
         )
+
+    def _llama_threads(self, model: str) -> int | None:
+        tuned = self.tuned.get((model, "CPU"))
+        return tuned.llama_threads if tuned is not None else None
 
     def embedding_spec(self, manifest: Manifest, device: str) -> EmbeddingSpec:
         info = manifest.embedding
@@ -200,7 +211,7 @@ class PipelineLoader:
             pooling=info.pooling,
             normalize=info.normalize,
             max_length=info.max_length,
-            cache_dir=self.store.cache_dir,
+            cache_dir=self.store.compiled_cache(manifest.name),
         )
 
     @contextmanager
@@ -241,7 +252,13 @@ class DeviceTarget:
         mode = self.planner.decoding(asked, tier.tier, device, draft is not None, job.lenient)
         gguf = self.loader.source_gguf(manifest, self.planner.catalog) if device.kind == "cpu" else None
         blocked = self._llama_cpp_blocked(job, manifest, gguf)
-        shape = RequestShape(estimated_tokens(job.prompt), request.options.max_new_tokens)
+        tools = offered(request.tools, request.tool_choice)
+        family = self.planner.catalog.model(tier.model).family
+        messages, declared = chat_messages(request.messages, tools, family.tools)
+        prompt: Prompt = job.raw if job.raw is not None else messages
+        llama_key: PipelineKey = (manifest.name, device.name, LLAMA_CPP)
+        cached = 0 if blocked else self._llama_cpp_cached(llama_key, prompt, declared)
+        shape = RequestShape(estimated_tokens(job.prompt), request.options.max_new_tokens, cached)
         pick = self.planner.backend(request.backend, asked, tier.tier, device, mode, blocked, shape)
         mode = pick.mode
         draft = draft if mode == "speculative" else None
@@ -253,15 +270,11 @@ class DeviceTarget:
         key: PipelineKey
         if pick.backend == LLAMA_CPP and gguf is not None:
             spec = self.loader.llama_cpp_spec(manifest, gguf, min(tier.context, manifest.context_length))
-            key, size = (manifest.name, device.name, LLAMA_CPP), gguf.stat().st_size + kv
+            key, size = llama_key, gguf.stat().st_size + kv
         else:
             spec = self.loader.spec(manifest, device.name, mode, draft, self.emulated, kv)
             key, size = (manifest.name, device.name, mode), manifest.size + (draft.size if draft else 0) + kv
         options = request.options
-        tools = offered(request.tools, request.tool_choice)
-        family = self.planner.catalog.model(tier.model).family
-        messages, declared = chat_messages(request.messages, tools, family.tools)
-        prompt: Prompt = job.raw if job.raw is not None else messages
         sink = HeldText(on_text) if tools else on_text
         with self.loader.use(key, spec, size) as (pipeline, load_seconds):
             prompt_tokens = pipeline.count_prompt_tokens(prompt, declared)
@@ -286,6 +299,13 @@ class DeviceTarget:
         if not calls:
             return result
         return replace(result, text=content, finish_reason="tool_calls", tool_calls=calls)
+
+    def _llama_cpp_cached(self, key: PipelineKey, prompt: Prompt, declared: Sequence[dict[str, Any]]) -> int:
+        """Prompt tokens llama.cpp's loaded, idle pipeline for `key` would read back for this prompt."""
+        loaded = self.loader.pool.peek(key)
+        if loaded is None or isinstance(loaded, Embedder):
+            return 0
+        return loaded.reused_tokens(prompt, declared)
 
     def _llama_cpp_blocked(self, job: Job, manifest: Manifest, gguf: Path | None) -> str | None:
         """Why llama.cpp cannot take this job here, or None when it can."""

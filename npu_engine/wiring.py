@@ -1,9 +1,10 @@
 """What `Engine.from_settings` reads from the environment and the machine, one small function each:
-the emulated NPU, the remote fallbacks the settings name, and the speeds `npu-bench` measured."""
+the emulated NPU, the remote fallbacks the settings name, the speeds `npu-bench` measured and the
+runtime settings `npu-bench tune` kept."""
 
 from npu_engine.backends.remote import OllamaBackend, OpenAICompatibleBackend, ollama_base_url
 from npu_engine.catalog import Catalog
-from npu_engine.device_profile import profile_path, read_profile
+from npu_engine.device_profile import TunedSettings, profile_path, read_profile
 from npu_engine.devices import Device, Inventory
 from npu_engine.scheduler import OLLAMA, Measurement
 from npu_engine.settings import ollama_host, openai_fallback
@@ -38,3 +39,9 @@ def measured_speeds(store: ModelStore) -> list[Measurement]:
     """The device profile `npu-bench` wrote beside the store, if any."""
     measured = read_profile(profile_path(store.root))
     return list(measured.measurements) if measured else []
+
+
+def tuned_settings(store: ModelStore) -> list[TunedSettings]:
+    """The runtime settings `npu-bench tune` kept in the device profile, if any."""
+    measured = read_profile(profile_path(store.root))
+    return list(measured.tuned) if measured else []

@@ -13,9 +13,8 @@ if [ ! -f "$stamp" ]; then
     # torch==2.13.0 is pinned in the [convert] extra: the CPU build. An unpinned torch would pull
     # several GB of CUDA packages.
     .venv/bin/python -m pip install --quiet -e ".[convert,bench,dev]"
-    # optimum-intel declares torchvision, and the registry's torchvision is built against CUDA torch:
-    # with our CPU torch it breaks every transformers import. Nothing here uses it.
-    .venv/bin/python -m pip uninstall --quiet --yes torchvision || true
+    # optimum-intel declares torchvision, and pip takes the registry's, built for CUDA torch: it
+    # stays, as a plain `pip install` leaves it, and the converter hides it (npu_engine/torch_stack.py).
     rm -f .venv/.npu-engine-installed-*
     touch "$stamp"
 fi

@@ -1,15 +1,18 @@
 """Shared fixtures. Real models only: SmolLM2-135M from its registry package, converted once per
 session into build/test-home inside the clone (reused by later runs while the manifest matches)."""
 
+import json
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from npu_engine.catalog import Catalog, PackagedFolder, load_catalog
-from npu_engine.convert import Converter, ConvertRequest
+from npu_engine.convert import Converter
 from npu_engine.devices import discover
 from npu_engine.engine import Engine
 from npu_engine.manifest import Manifest
@@ -51,6 +54,60 @@ def make_converter(store: ModelStore, ollama_store: Path | None = None) -> Conve
     )
 
 
+PEAKS_FILE = "conversion-peaks.json"
+
+
+# The measured process is started by a small launcher, as /usr/bin/time does: a child forked from
+# the suite's process starts with the suite's resident pages and its peak (ru_maxrss) with them.
+LAUNCHER = (
+    "import os, subprocess, sys; process = subprocess.Popen(sys.argv[2:]); "
+    "_, status, usage = os.wait4(process.pid, 0); "
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss * 1024)); "
+    "sys.exit(os.waitstatus_to_exitcode(status))"
+)
+
+
+def run_measured(args: list[str], env: dict[str, str]) -> tuple[int, str, str, int]:
+    """Run `args` to its end: exit code, stdout, stderr and the peak resident bytes of that process
+    alone (wait4's rusage in a launcher of a few MB, as /usr/bin/time reports it)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        peak_file = Path(scratch) / "peak"
+        result = subprocess.run(
+            [sys.executable, "-c", LAUNCHER, str(peak_file), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=3600,
+        )
+        peak = int(peak_file.read_text()) if peak_file.is_file() else 0
+    return result.returncode, result.stdout, result.stderr, peak
+
+
+def convert_measured(store: ModelStore, source: str, device: str, recipe: str | None = None) -> Manifest:
+    """Convert as a user does, with `npu-convert` in a process of its own (so the suite's process
+    never holds torch and a model being traced), and record the peak resident memory of each
+    conversion that ran in `PEAKS_FILE` beside the store, keyed by model name with the manifest's
+    creation time: tests check the converter's estimates against them."""
+    peaks_path = store.root / PEAKS_FILE
+    peaks = json.loads(peaks_path.read_text("utf-8")) if peaks_path.is_file() else {}
+    args = [sys.executable, "-m", "npu_engine.convert_cli", "--quiet", "convert", source, "--device", device]
+    args += ["--recipe", recipe] if recipe else []
+    for force in ([], ["--force"]):
+        code, out, err, peak = run_measured([*args, *force], {"NPU_ENGINE_HOME": str(store.root)})
+        if code != 0:
+            pytest.fail(f"npu-convert {source} --device {device} failed: {err[-2000:]}")
+        name = out.split(":", 1)[0].strip()
+        manifest = store.get(name)
+        record = peaks.get(name)
+        if "already converted" not in out:
+            peaks[name] = {"created": manifest.created, "peak_bytes": peak}
+            peaks_path.write_text(json.dumps(peaks, indent=1), "utf-8")
+            return manifest
+        if record is not None and record["created"] == manifest.created:
+            return manifest
+    raise AssertionError(f"{source} was neither converted nor measured")
+
+
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
     return load_catalog()
@@ -71,14 +128,13 @@ def smollm_gguf(cache_store: ModelStore, catalog: Catalog) -> Path:
 @pytest.fixture(scope="session")
 def smollm_cpu(cache_store: ModelStore) -> Manifest:
     """SmolLM2 converted with the CPU default recipe."""
-    return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{SMOLLM}", device="cpu")).manifest
+    return convert_measured(cache_store, f"pkg:{SMOLLM}", "cpu")
 
 
 @pytest.fixture(scope="session")
 def smollm_npu(cache_store: ModelStore) -> Manifest:
     """SmolLM2 converted with the data-free NPU recipe (symmetric INT4, group 128)."""
-    request = ConvertRequest(source=f"pkg:{SMOLLM}", device="npu", recipe="int4-sym-npu")
-    return make_converter(cache_store).convert(request).manifest
+    return convert_measured(cache_store, f"pkg:{SMOLLM}", "npu", "int4-sym-npu")
 
 
 @pytest.fixture(scope="session")
@@ -101,15 +157,14 @@ def smollm_hf_folder(cache_store: ModelStore, smollm_gguf: Path) -> Path:
 @pytest.fixture(scope="session")
 def qwen_cpu(cache_store: ModelStore) -> Manifest:
     """Qwen2.5-Coder-0.5B converted with the CPU default recipe (the embedded profile's code tier)."""
-    return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{QWEN}", device="cpu")).manifest
+    return convert_measured(cache_store, f"pkg:{QWEN}", "cpu")
 
 
 @pytest.fixture(scope="session")
 def qwen_large_cpu(cache_store: ModelStore) -> Manifest:
     """Qwen2.5-Coder-1.5B converted with the CPU default recipe (the embedded profile's large tier):
     a no-op once converted into build/test-home; converting it peaks near 15 GB of memory."""
-    request = ConvertRequest(source=f"pkg:{QWEN_LARGE}", device="cpu")
-    return make_converter(cache_store).convert(request).manifest
+    return convert_measured(cache_store, f"pkg:{QWEN_LARGE}", "cpu")
 
 
 @pytest.fixture(scope="session")
@@ -125,7 +180,7 @@ def clients_python() -> Path:
 @pytest.fixture(scope="session")
 def qwen_npu(cache_store: ModelStore) -> Manifest:
     """Qwen2.5-Coder-0.5B converted with the NPU default recipe (for the slow tests)."""
-    return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{QWEN}", device="npu")).manifest
+    return convert_measured(cache_store, f"pkg:{QWEN}", "npu")
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +194,7 @@ def minilm_folder(cache_store: ModelStore, catalog: Catalog) -> Path:
 @pytest.fixture(scope="session")
 def minilm_cpu(cache_store: ModelStore) -> Manifest:
     """all-MiniLM-L6-v2 converted with the default recipe of embedding models (FP16): the embed tier."""
-    return make_converter(cache_store).convert(ConvertRequest(source=f"pkg:{MINILM}", device="cpu")).manifest
+    return convert_measured(cache_store, f"pkg:{MINILM}", "cpu")
 
 
 # -- servers: module-scoped, so each test module has its own engine and server -------------------

@@ -174,7 +174,9 @@ def test_the_engine_and_llama_cpp_answer_real_tasks(
     assert not result.ours.answers[0].passed and not result.baseline.answers[0].passed
     assert result.ours.passed == sum(a.passed for a in result.ours.answers) <= 1
     assert {a.answered_by for a in result.ours.answers} <= {
-        f"{tier}: {smollm_cpu.name} on CPU (plain)" for tier in ("code", "large")
+        f"{tier}: {smollm_cpu.name} on CPU ({backend}, plain)"
+        for tier in ("code", "large")
+        for backend in ("openvino", "llama.cpp")
     }
     assert result.baseline.setup == f"{smollm_gguf.name}, 1 threads, context 8192, KV cache kept"
     assert result.baseline.answered_by() == {smollm_gguf.name: 2}

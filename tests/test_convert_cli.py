@@ -155,3 +155,16 @@ def test_kill_9_mid_export_leaves_the_store_clean(home: Path, smollm_gguf: Path)
     assert again.returncode == 0, again.stderr
     assert [m.name for m in store.manifests()] == ["smollm2-135m-instruct.q4-1-fp16"]
     assert store.debris() == []
+
+
+def test_a_missing_conversion_library_is_one_line_with_the_fix(home: Path, smollm_gguf: Path) -> None:
+    # As in an install without the [convert] extra: importing nncf raises ImportError.
+    code = (
+        "import sys; sys.modules['nncf'] = None; from npu_engine.convert_cli import main; "
+        f"sys.exit(main(['--quiet', {str(smollm_gguf)!r}]))"
+    )
+    env = {**os.environ, "NPU_ENGINE_HOME": str(home)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=90)
+    assert_user_error(result, 6, "needs the libraries of npu-engine's [convert] extra, and nncf could not be")
+    assert "pip install 'npu-engine[convert]'" in result.stderr
+    assert_store_clean(home)

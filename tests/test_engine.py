@@ -94,11 +94,18 @@ def test_compiled_models_are_cached_in_the_store(
     first = Engine.from_settings(store=store, profile="tiny", inventory=discover(), remotes=()).generate(
         "hi", max_new_tokens=2
     )
-    assert list(store.cache_dir.glob("*.blob"))  # the next start imports instead of compiling
+    compiled = store.compiled_cache(smollm_cpu.name)
+    assert compiled is not None and list(compiled.glob("*.blob"))  # the next start imports, not compiles
     second = Engine.from_settings(store=store, profile="tiny", inventory=discover(), remotes=()).generate(
         "hi", max_new_tokens=2
     )
     assert second.text == first.text
+    per_model, _ = store.cache_usage()
+    assert per_model[smollm_cpu.name] > 1_000_000, per_model
+    assert store.prune_cache() == 0  # it belongs to a model in the store
+    store.remove(smollm_cpu.name)
+    assert not compiled.exists()  # removed with its model
+    assert cache_store.path(smollm_cpu.name).is_dir()  # the linked original is untouched
 
 
 def test_chat_messages_and_stop_strings(engine: Engine) -> None:

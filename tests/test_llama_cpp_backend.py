@@ -5,6 +5,7 @@ keeps greedy answers identical. Real runtimes on SmolLM2-135M (and Qwen2.5-Coder
 from dataclasses import replace
 
 import pytest
+from fastapi.testclient import TestClient
 
 from npu_engine.backends.llama_cpp import LlamaCppPipeline, StopScan
 from npu_engine.backends.pipeline_spec import LlamaCppSpec
@@ -19,8 +20,11 @@ from npu_engine.planner import Planner, RequestShape
 from npu_engine.recipes import load_recipe_book
 from npu_engine.response_format import ResponseFormat
 from npu_engine.scheduler import Measurement
+from npu_engine.server.app import create_app
+from npu_engine.server.config import ServerConfig
 from npu_engine.store import ModelStore
 from tests.conftest import PRIME_PROMPT
+from tests.test_server import LOCAL
 
 SYSTEM = {
     "role": "system",
@@ -63,6 +67,9 @@ def test_the_planner_picks_the_backend_that_answers_the_request_sooner(catalog: 
     assert (chat.backend, chat.mode) == ("llama.cpp", "plain") and "measured" in chat.reason
     complete = planner.backend("auto", "auto", "code", cpu, "plain", None, RequestShape(3000, 16))
     assert complete.backend == "openvino"  # 3.3 s + 0.4 s against 10 s + 0.3 s
+    # the next agent turn: llama.cpp holds 2,900 of its 3,000 prompt tokens already
+    turn = planner.backend("auto", "auto", "code", cpu, "plain", None, RequestShape(3000, 16, 2900))
+    assert turn.backend == "llama.cpp" and "2900 prompt tokens in llama.cpp's cache" in turn.reason
     unmeasured = _planner(catalog, []).backend("auto", "auto", "code", cpu, "plain", None, RequestShape(9, 9))
     assert unmeasured.backend == "llama.cpp" and "not measured" in unmeasured.reason
 
@@ -117,8 +124,10 @@ def test_prefix_reuse_reads_back_whole_chunks_and_answers_as_a_cold_evaluation(
     for turn, question in enumerate(QUESTIONS):
         history = [*history, {"role": "user", "content": question}]
         expected = cold.generate(history, options)
+        foreseen = warm.reused_tokens(history)  # what the planner weighs before choosing
         got = warm.generate(history, options)
-        assert got.text == expected.text
+        assert got.text == expected.text and got.metrics.cached_tokens == foreseen
+        assert cold.reused_tokens(history) == 0
         assert expected.metrics.cached_tokens == 0
         if turn > 0:  # the system prompt and the earlier turns are read back, in whole chunks
             assert got.metrics.cached_tokens >= 64 and got.metrics.cached_tokens % 64 == 0
@@ -136,6 +145,17 @@ def test_the_engine_answers_on_llama_cpp_by_default_on_the_cpu_and_says_so(engin
     assert ours.backend == "openvino" and ours.text.strip()
     stopped = engine.generate(PRIME_PROMPT, tier="code", max_new_tokens=64, stop=["\n"], backend="llama.cpp")
     assert "\n" not in stopped.text and stopped.finish_reason == "stop"
+
+
+def test_ollama_ps_lists_a_model_held_by_both_backends_once_naming_each_pipeline(engine: Engine) -> None:
+    engine.generate(PRIME_PROMPT, tier="code", max_new_tokens=2, backend="openvino")
+    engine.generate(PRIME_PROMPT, tier="code", max_new_tokens=2, backend="llama.cpp")
+    with TestClient(create_app(engine, ServerConfig()), base_url=LOCAL) as client:
+        listed = client.get("/api/ps").json()["models"]
+    model = engine.tier("code").model
+    [held] = [m for m in listed if m["name"].startswith(model)]
+    assert {p["backend"] for p in held["pipelines"]} == {"openvino", "llama.cpp"}
+    assert held["backend"] == held["pipelines"][0]["backend"] and held["device"] == "CPU"
 
 
 def test_structured_output_runs_on_openvino_and_asking_llama_cpp_for_it_is_refused(engine: Engine) -> None:

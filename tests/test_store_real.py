@@ -75,7 +75,7 @@ def test_a_read_only_store_is_served(
             store = ModelStore(home)
             assert answer(store, inventory).strip()
             assert store.cache_dir == tmp_path / "xdg" / "npu-engine" / "cache"
-            assert any(store.cache_dir.glob("*.blob")), "the compiled model was cached outside the store"
+            assert any(store.cache_dir.rglob("*.blob")), "the compiled model was cached outside the store"
             assert not (home / "cache").exists()
 
 

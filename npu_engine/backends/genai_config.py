@@ -2,11 +2,11 @@
 for a request, with whatever the runtime refuses turned into the request's own error."""
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from npu_engine.backends.pipeline_spec import DecodingMode
+from npu_engine.backends.pipeline_spec import DecodingMode, Speculation
 from npu_engine.errors import UserInputError, presentable
 from npu_engine.generation import Message, Prompt, RawPrompt, SamplingOptions
 from npu_engine.response_format import ResponseFormat
@@ -14,9 +14,6 @@ from npu_engine.tool_format import CALL_END, OPEN, ToolConstraint
 
 # What structured output holds an answer to: the calls it may make, or the JSON it must be.
 Constraint = ToolConstraint | ResponseFormat
-
-ASSISTANT_TOKENS = 5
-LOOKUP_NGRAM = 3
 
 # What the runtime raises when it refuses the request's own values (pybind11 turns a C++ exception
 # into RuntimeError, a value it cannot convert into TypeError or ValueError).
@@ -94,10 +91,11 @@ class Ends:
     strings: tuple[str, ...]
 
     @classmethod
-    def of(cls, tokenizer: Any, tokens: Sequence[str]) -> "Ends":
+    def of(cls, encode: Callable[[str], Sequence[int]], tokens: Sequence[str]) -> "Ends":
+        """`encode` gives a token string's ids in the runtime's vocabulary, special tokens parsed."""
         ids, strings = set(), []
         for token in tokens:
-            encoded = tokenizer.encode(token, add_special_tokens=False).input_ids.data[0]
+            encoded = encode(token)
             if len(encoded) == 1:
                 ids.add(int(encoded[0]))
             else:
@@ -111,6 +109,7 @@ def generation_config(
     mode: DecodingMode,
     constraint: Constraint | None = None,
     ends: Ends | None = None,
+    speculation: Speculation | None = None,
 ) -> Any:
     """The GenerationConfig for `options`, a decoding mode and what structured output holds the
     answer to, checked by OpenVINO GenAI's own validation so that whatever it refuses is the
@@ -118,7 +117,7 @@ def generation_config(
     a failure of the device running it.
 
     `ends` end the answer besides the model's own end tokens (a raw prompt's FIM end tokens, see
-    `ChatPrompting.ends`)."""
+    `ChatPrompting.ends`); `speculation` how far speculative and prompt-lookup modes guess."""
     try:
         config = genai.GenerationConfig(max_new_tokens=options.max_new_tokens)
         if ends is not None and ends.token_ids:
@@ -133,10 +132,14 @@ def generation_config(
         if strings:
             config.stop_strings = strings
             config.include_stop_str_in_output = options.include_stop
-        if mode != "plain":
-            config.num_assistant_tokens = ASSISTANT_TOKENS
-        if mode == "prompt_lookup":
-            config.max_ngram_size = LOOKUP_NGRAM
+        guess = speculation or Speculation()
+        if mode == "speculative" and guess.confidence is not None:
+            config.assistant_confidence_threshold = guess.confidence
+        elif mode == "speculative":
+            config.num_assistant_tokens = guess.draft_tokens
+        elif mode == "prompt_lookup":
+            config.num_assistant_tokens = guess.lookup_tokens
+            config.max_ngram_size = guess.ngram
         if constraint is not None:
             config.structured_output_config = structured_output(genai, constraint)
         config.validate()
@@ -162,8 +165,15 @@ class ChatPrompting:
         """Tokens of the prompt as the pipeline will see it (with the tools it declares)."""
         return count_tokens(self._tokenizer, self.chat_prompt(prompt, tools))
 
+    def _encode(self, text: str) -> Sequence[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False).input_ids.data[0])
+
+    def reused_tokens(self, prompt: Prompt, tools: Sequence[dict[str, Any]] = ()) -> int:
+        """None: OpenVINO's pipelines evaluate every prompt whole (prefix caching stays off)."""
+        return 0
+
     def ends(self, prompt: Prompt) -> Ends | None:
         """The extra end tokens of a raw prompt (none for chat messages)."""
         if isinstance(prompt, RawPrompt) and prompt.stop_tokens:
-            return Ends.of(self._tokenizer, prompt.stop_tokens)
+            return Ends.of(self._encode, prompt.stop_tokens)
         return None

@@ -21,14 +21,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from npu_engine.backends.genai_config import ChatPrompting, Constraint
+from npu_engine.backends.genai_config import ChatPrompting, Constraint, Ends
 from npu_engine.backends.pipeline_spec import LlamaCppSpec
 from npu_engine.errors import UserInputError
 from npu_engine.generation import (
     GenerationMetrics,
     Prompt,
     RawGeneration,
-    RawPrompt,
     SamplingOptions,
     TextSink,
     finish_reason,
@@ -127,8 +126,8 @@ class LlamaCppPipeline(ChatPrompting):
         if constraint is not None:
             raise ValueError("the llama.cpp runtime takes no structured output: plan it on OpenVINO")
         tokens = self.tokens(prompt, tools)
-        end_ids, end_strings = self._ends(prompt)
-        scan = StopScan((*options.stop, *end_strings), options.include_stop)
+        ends = self.ends(prompt) or Ends(frozenset(), ())
+        scan = StopScan((*options.stop, *ends.strings), options.include_stop)
         room = min(options.max_new_tokens, self.spec.context - len(tokens))
         cached = self._keep_prefix(tokens)
         if options.seed is not None:
@@ -154,11 +153,11 @@ class LlamaCppPipeline(ChatPrompting):
             if self._llama_cpp.llama_vocab_is_eog(vocab, token):
                 break
             produced += 1
-            ready = "" if token in end_ids else scan.add(decoder.decode(self._piece(token)))
+            ready = "" if token in ends.token_ids else scan.add(decoder.decode(self._piece(token)))
             if ready and on_text is not None and on_text(ready):
                 cancelled = True
                 break
-            if token in end_ids or scan.stopped or produced >= room:
+            if token in ends.token_ids or scan.stopped or produced >= room:
                 break
         rest = scan.add(decoder.decode(b"", final=True)) + scan.flush() if not scan.stopped else ""
         if rest and not cancelled and on_text is not None and on_text(rest):
@@ -175,9 +174,12 @@ class LlamaCppPipeline(ChatPrompting):
         )
         return RawGeneration(scan.text, finish_reason(produced, options, cancelled), metrics)
 
-    def _keep_prefix(self, tokens: list[int]) -> int:
-        """Keep the whole chunks of the last prompt that `tokens` starts with (at least one token
-        is always evaluated, for its logits); the KV cache after them is dropped. Returns how many."""
+    def reused_tokens(self, prompt: Prompt, tools: Sequence[dict[str, Any]] = ()) -> int:
+        return self._reusable(self.tokens(prompt, tools))
+
+    def _reusable(self, tokens: list[int]) -> int:
+        """The whole chunks of the last prompt that `tokens` starts with (at least one token is
+        always evaluated, for its logits)."""
         shared = 0
         if self.spec.reuse_prefix:
             for a, b in zip(self._evaluated, tokens, strict=False):
@@ -185,7 +187,11 @@ class LlamaCppPipeline(ChatPrompting):
                     break
                 shared += 1
         chunk = self.spec.chunk
-        keep = min(shared, len(self._evaluated) // chunk * chunk, len(tokens) - 1) // chunk * chunk
+        return min(shared, len(self._evaluated) // chunk * chunk, len(tokens) - 1) // chunk * chunk
+
+    def _keep_prefix(self, tokens: list[int]) -> int:
+        """Keep what `_reusable` finds in the KV cache; what follows it is dropped. Returns how many."""
+        keep = self._reusable(tokens)
         # llama-cpp-python reuses the first n_tokens it holds and evaluates the rest in n_batch steps.
         self._llm.n_tokens = keep
         return keep
@@ -200,19 +206,9 @@ class LlamaCppPipeline(ChatPrompting):
                 return buffer.raw[:n]
             size = -n
 
-    def _ends(self, prompt: Prompt) -> tuple[frozenset[int], tuple[str, ...]]:
-        """A raw prompt's extra end tokens: those that are one llama.cpp token by id, the rest as
-        stop strings (see genai_config.Ends)."""
-        if not isinstance(prompt, RawPrompt):
-            return frozenset(), ()
-        ids, strings = set(), []
-        for token in prompt.stop_tokens:
-            encoded = self._llm.tokenize(token.encode(), add_bos=False, special=True)
-            if len(encoded) == 1:
-                ids.add(int(encoded[0]))
-            else:
-                strings.append(token)
-        return frozenset(ids), tuple(strings)
+    def _encode(self, text: str) -> Sequence[int]:
+        ids: list[int] = self._llm.tokenize(text.encode(), add_bos=False, special=True)
+        return ids
 
     def close(self) -> None:
         self._llm.close()

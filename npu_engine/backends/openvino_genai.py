@@ -60,7 +60,9 @@ class OpenVinoPipeline(ChatPrompting):
         tools: Sequence[dict[str, Any]] = (),
         constraint: Constraint | None = None,
     ) -> RawGeneration:
-        config = generation_config(self._genai, options, self.spec.mode, constraint, self.ends(prompt))
+        config = generation_config(
+            self._genai, options, self.spec.mode, constraint, self.ends(prompt), self.spec.speculation
+        )
         cancelled = False
 
         def stream(text: str) -> Any:

@@ -27,6 +27,49 @@ class BatchingLimits:
 
 
 @dataclass(frozen=True)
+class CpuSettings:
+    """OpenVINO CPU plugin properties `npu-bench tune` measures; None leaves the plugin's default."""
+
+    threads: int | None = None  # INFERENCE_NUM_THREADS
+    hint: Literal["LATENCY", "THROUGHPUT"] | None = None  # PERFORMANCE_HINT
+    pinning: bool | None = None  # ENABLE_CPU_PINNING
+    quantization_group: int | None = None  # DYNAMIC_QUANTIZATION_GROUP_SIZE (0: off)
+    kv_precision: Literal["u8", "f16", "bf16"] | None = None  # KV_CACHE_PRECISION
+
+    def properties(self) -> dict[str, Any]:
+        named = {
+            "INFERENCE_NUM_THREADS": self.threads,
+            "PERFORMANCE_HINT": self.hint,
+            "ENABLE_CPU_PINNING": self.pinning,
+            "DYNAMIC_QUANTIZATION_GROUP_SIZE": self.quantization_group,
+            "KV_CACHE_PRECISION": self.kv_precision,
+        }
+        return {name: value for name, value in named.items() if value is not None}
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.properties().items()) or "plugin defaults"
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """How far the guessing modes guess: `draft_tokens` a draft model proposes per step (or, with
+    `confidence` set, as many as it is that sure of), and prompt lookup's `lookup_tokens` copied
+    after a match of at most `ngram` tokens."""
+
+    draft_tokens: int = 5
+    confidence: float | None = None
+    lookup_tokens: int = 5
+    ngram: int = 3
+
+    def describe(self, mode: DecodingMode) -> str:
+        if mode == "prompt_lookup":
+            return f"{self.lookup_tokens} lookup tokens, n-gram {self.ngram}"
+        if mode == "speculative" and self.confidence is not None:
+            return f"draft while its confidence >= {self.confidence}"
+        return f"{self.draft_tokens} draft tokens" if mode == "speculative" else "plain"
+
+
+@dataclass(frozen=True)
 class PipelineSpec:
     """How to open one pipeline: which model folder, on which OpenVINO device, with what limits."""
 
@@ -39,11 +82,15 @@ class PipelineSpec:
     mode: DecodingMode = "plain"
     draft_path: Path | None = None
     batching: BatchingLimits | None = None
+    cpu: CpuSettings = CpuSettings()
+    speculation: Speculation = Speculation()
 
     def properties(self) -> dict[str, Any]:
         props: dict[str, Any] = {}
         if self.cache_dir is not None:
             props["CACHE_DIR"] = str(self.cache_dir)
+        if self.device == "CPU":
+            props.update(self.cpu.properties())
         if self.device == "NPU":
             props.update(MAX_PROMPT_LEN=self.max_prompt_len, MIN_RESPONSE_LEN=self.min_response_len)
             props["GENERATE_HINT"] = "FAST_COMPILE" if self.emulate_npu else "BEST_PERF"

@@ -195,10 +195,14 @@ def _tags(service: ModelService) -> dict[str, Any]:
 def _ps(service: ModelService) -> dict[str, Any]:
     """The loaded models, as Ollama's /api/ps lists them (expiry from their keep-alive)."""
     manifests = {m.name: m for m in service.engine.converted()}
-    running = []
+    pipelines: dict[str, list[dict[str, str]]] = {}
     for key in service.engine.loaded():
-        name, device = key[0], key[1]
         decoding, backend = decoding_and_backend(key)
+        pipelines.setdefault(key[0], []).append({"device": key[1], "decoding": decoding, "backend": backend})
+    # One entry per model, as Ollama lists them; a model loaded for two decoding modes or both CPU
+    # backends names every pipeline it holds (the first one's fields stay at the top level).
+    running = []
+    for name, held in pipelines.items():
         manifest = manifests.get(name)
         keep = service.engine.keep_alive_of(name)
         expires = (
@@ -206,6 +210,7 @@ def _ps(service: ModelService) -> dict[str, Any]:
             if math.isinf(keep)
             else _rfc3339(datetime.now(UTC) + timedelta(seconds=keep))
         )
+        device = held[0]["device"]
         running.append(
             {
                 "name": name,
@@ -216,9 +221,8 @@ def _ps(service: ModelService) -> dict[str, Any]:
                 "expires_at": expires,
                 "size_vram": 0,
                 "context_length": loaded_context(service.engine, manifest.model, device) if manifest else 0,
-                "device": device,
-                "decoding": decoding,
-                "backend": backend,
+                **held[0],
+                "pipelines": held,
             }
         )
     return {"models": running}

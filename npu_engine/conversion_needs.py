@@ -1,0 +1,101 @@
+"""What a conversion needs at its peak, memory and disk, known before any work is done.
+
+Estimated from the source's weight count, its format and the recipe, with per-weight costs
+fitted to peaks measured with `/usr/bin/time -v npu-convert` on this project's models (README,
+"Memory a conversion needs"); tests hold the estimate within 25% of a measured peak.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psutil
+
+from npu_engine.errors import ConversionMemoryError
+from npu_engine.files import human_bytes
+from npu_engine.recipes import Recipe
+from npu_engine.sources import SourceFormat
+
+# Resident memory of a conversion before any weight is read: Python with torch, transformers,
+# optimum-intel, NNCF and OpenVINO imported; a GGUF source adds its reader and the tokenizer
+# rebuilt from its metadata.
+BASE_MEMORY = 600_000_000
+GGUF_BASE_MEMORY = 300_000_000
+# Resident bytes per weight of the source at the peak: the float32 model held by the exporter while
+# it is traced and the float IR built beside it, then weight compression on that IR. Measured (GB
+# at the peak, weights as the source file counts them): all-MiniLM-L6-v2 (23M) 0.68, SmolLM2-135M
+# 1.39, Qwen2.5-Coder-0.5B GGUF (630M) 4.09 (INT8) to 4.48 (INT4), Qwen2.5-Coder-1.5B GGUF (1,777M)
+# 9.36 (INT4, data-free).
+FLOAT_PEAK_BYTES = 5.0
+# A data-aware recipe (a calibration set) also holds the activations and statistics it collects:
+# Qwen2.5-Coder-1.5B int4-asym-mixed peaked at 14.93 GB, 5.6 GB above the data-free INT4.
+CALIBRATION_PEAK_EXTRA_BYTES = 2.9
+# Disk: the float32 folder de-quantized from a GGUF, the float export optimum writes before
+# compressing, and the compressed result; plus room for the tokenizer.
+GGUF_DEQUANT_BYTES = 4.0
+FLOAT_EXPORT_BYTES = 4.0
+DISK_SLACK_BYTES = 512 << 20
+
+
+@dataclass(frozen=True)
+class ConversionNeeds:
+    """What converting `weights` weights with one recipe needs: resident memory and disk at the
+    peak, and the size of what stays in the store."""
+
+    weights: int
+    peak_memory: int
+    disk: int
+    output: int
+
+
+@dataclass(frozen=True)
+class SystemMemory:
+    total: int
+    available: int
+
+
+MemoryProbe = Callable[[], SystemMemory]
+
+
+def system_memory() -> SystemMemory:
+    """This machine's RAM and what is available now (free plus reclaimable caches)."""
+    memory = psutil.virtual_memory()
+    return SystemMemory(total=int(memory.total), available=int(memory.available))
+
+
+def conversion_needs(weights: int, source_format: SourceFormat, recipe: Recipe) -> ConversionNeeds:
+    """The estimate for converting a source of `weights` weights in `source_format` with `recipe`."""
+    per_weight = FLOAT_PEAK_BYTES
+    if recipe.calibration is not None:
+        per_weight += CALIBRATION_PEAK_EXTRA_BYTES
+    disk_per_weight = FLOAT_EXPORT_BYTES + recipe.bytes_per_weight
+    if source_format == "gguf":
+        disk_per_weight += GGUF_DEQUANT_BYTES
+    base = BASE_MEMORY + (GGUF_BASE_MEMORY if source_format == "gguf" else 0)
+    return ConversionNeeds(
+        weights=weights,
+        peak_memory=base + int(weights * per_weight),
+        disk=int(weights * disk_per_weight) + DISK_SLACK_BYTES,
+        output=int(weights * recipe.bytes_per_weight),
+    )
+
+
+def memory_shortfall(needs: ConversionNeeds, memory: SystemMemory) -> str | None:
+    """Why the conversion cannot fit in memory now, or None when it fits."""
+    if needs.peak_memory <= memory.available:
+        return None
+    where = (
+        "more than this machine has"
+        if needs.peak_memory > memory.total
+        else "more than is available now (close other programs, or convert on a bigger machine)"
+    )
+    return (
+        f"it needs about {human_bytes(needs.peak_memory)} of memory at its peak, {where}: "
+        f"{human_bytes(memory.total)} in all, {human_bytes(memory.available)} available"
+    )
+
+
+def require_memory(needs: ConversionNeeds, memory: SystemMemory, what: str) -> None:
+    """Raise ConversionMemoryError, with both numbers, when `needs` does not fit in `memory`."""
+    shortfall = memory_shortfall(needs, memory)
+    if shortfall is not None:
+        raise ConversionMemoryError(f"{what}: {shortfall}")

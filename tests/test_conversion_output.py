@@ -1,0 +1,75 @@
+"""What a conversion shows when installed as plain pip installs it: torchvision left beside the CPU
+torch (the registry's, built for CUDA torch), no library noise between our lines, no bars in a log."""
+
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from npu_engine.progress import RichReporter
+from npu_engine.torch_stack import build_tag
+
+IMPORTS = (
+    "from transformers import CONFIG_MAPPING; CONFIG_MAPPING['llama']; "
+    "import optimum.exporters.openvino; print('imported')"
+)
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_a_torchvision_built_for_another_torch_is_hidden_so_transformers_still_imports() -> None:
+    # scripts/setup.sh installs what `pip install -e ".[convert]"` installs, torchvision included.
+    assert importlib.metadata.version("torchvision")
+    guarded = _python(
+        "from npu_engine.torch_stack import hide_mismatched_torchvision as hide; "
+        f"hidden = hide(); {IMPORTS}; print('hidden' if hidden else 'kept')"
+    )
+    assert guarded.returncode == 0, guarded.stderr[-2000:]
+    mismatched = build_tag("torchvision") != build_tag("torch")
+    assert guarded.stdout.split() == ["imported", "hidden" if mismatched else "kept"]
+    if mismatched:  # what every conversion died of before the guard
+        bare = _python(IMPORTS)
+        assert bare.returncode != 0 and "Could not import module" in bare.stderr
+
+
+def test_a_step_written_to_a_log_is_one_line_and_what_libraries_print_meanwhile_is_dropped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    reporter = RichReporter()  # stderr is pytest's capture here: not a terminal
+    with reporter.step("exporting", total=None):
+        print("INFO:nncf:Statistics of the bitwidth distribution")
+        sys.stderr.write("Converting and de-quantizing GGUF tensors...:   0%|\n")
+        warnings.warn_explicit("Converting a tensor to a Python boolean", UserWarning, "cache_utils.py", 1)
+    with reporter.step("hashing", total=10) as advance:
+        advance(10)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == ["  exporting: 0s", "  hashing: 0s"]
+
+
+@pytest.mark.slow
+def test_a_conversion_logged_to_a_file_reads_as_our_lines_only(tmp_path: Path, smollm_gguf: Path) -> None:
+    home = tmp_path / "home"
+    (home / "sources").mkdir(parents=True)
+    shutil.copy(smollm_gguf, home / "sources" / smollm_gguf.name)
+    env = {**os.environ, "NPU_ENGINE_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-m", "npu_engine.convert_cli", "pkg:smollm2-135m-instruct"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    assert lines[-1].startswith("smollm2-135m-instruct-int8: converted with recipe int8")
+    steps = lines[:-1]
+    assert steps and all(line.startswith("  ") and line.endswith("s") for line in steps), lines
+    assert any("exporting to OpenVINO IR" in line for line in steps)
