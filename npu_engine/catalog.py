@@ -68,6 +68,9 @@ class CatalogModel:
     packaged: PackagedFile | PackagedFolder | None
     family: ModelFamily
     embedding_length: int = 0  # the hidden size (Ollama's `<arch>.embedding_length`); 0 when unknown
+    # Hub repos of pre-converted IR published by OpenVINO (`npu-convert hf:REPO` stores them as
+    # they are): INT4/INT8 for CPU and GPU, `-cw` (channel-wise symmetric INT4) for the NPU.
+    openvino_ir: tuple[str, ...] = ()
 
     @property
     def preferred_source(self) -> str:
@@ -140,6 +143,7 @@ def _model(name: str, raw: dict[str, Any], families: dict[str, ModelFamily]) -> 
         packaged=None if packaged is None else _packaged(packaged),
         family=family,
         embedding_length=int(raw.get("embedding_length", 0)),
+        openvino_ir=tuple(raw.get("openvino_ir", ())),
     )
 
 

@@ -62,8 +62,13 @@ def system_memory() -> SystemMemory:
     return SystemMemory(total=int(memory.total), available=int(memory.available))
 
 
-def conversion_needs(weights: int, source_format: SourceFormat, recipe: Recipe) -> ConversionNeeds:
-    """The estimate for converting a source of `weights` weights in `source_format` with `recipe`."""
+def conversion_needs(
+    weights: int, source_format: SourceFormat, recipe: Recipe, source_bytes: int = 0
+) -> ConversionNeeds:
+    """The estimate for converting a source of `weights` weights in `source_format` with `recipe`;
+    a pre-converted IR (`source_bytes` of it) is only copied and hashed."""
+    if source_format == "ir":
+        return ConversionNeeds(weights, BASE_MEMORY, source_bytes + DISK_SLACK_BYTES, source_bytes)
     per_weight = FLOAT_PEAK_BYTES
     if recipe.calibration is not None:
         per_weight += CALIBRATION_PEAK_EXTRA_BYTES
@@ -94,8 +99,9 @@ def memory_shortfall(needs: ConversionNeeds, memory: SystemMemory) -> str | None
     )
 
 
-def require_memory(needs: ConversionNeeds, memory: SystemMemory, what: str) -> None:
-    """Raise ConversionMemoryError, with both numbers, when `needs` does not fit in `memory`."""
+def require_memory(needs: ConversionNeeds, memory: SystemMemory, what: str, alternative: str = "") -> None:
+    """Raise ConversionMemoryError, with both numbers (and `alternative`, a way out), when `needs`
+    does not fit in `memory`."""
     shortfall = memory_shortfall(needs, memory)
     if shortfall is not None:
-        raise ConversionMemoryError(f"{what}: {shortfall}")
+        raise ConversionMemoryError(f"{what}: {shortfall}{alternative}")

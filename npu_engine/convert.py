@@ -6,7 +6,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -78,6 +78,14 @@ class ConversionPlan:
     memory: SystemMemory
     disk_free: int
     done: bool = False
+    preconverted: tuple[str, ...] = ()  # hub repos of the same model as OpenVINO IR, from the catalog
+
+    def alternative(self) -> str:
+        """Where the catalog knows pre-converted IR of the model: the command that stores it."""
+        if not self.preconverted:
+            return ""
+        repos = " or ".join(f"npu-convert hf:{repo}" for repo in self.preconverted)
+        return f"; pre-converted IR needs no conversion (downloads from the hub): {repos}"
 
     def problems(self) -> list[str]:
         """Why it cannot run here now; empty when it fits (or is already done)."""
@@ -121,11 +129,11 @@ class Converter:
         early = self._plan_from_catalog(request)
         if early is not None and not early.done:
             # Before anything is downloaded or unpacked.
-            require_memory(early.needs, early.memory, f"cannot convert {early.name}")
+            require_memory(early.needs, early.memory, f"cannot convert {early.name}", early.alternative())
         source = self._resolve(request)
-        recipe = self._recipe(request, source.parameters, source.embedding is not None, source.default_name)
+        recipe = self._source_recipe(request, source)
         name = check_name(request.name or f"{source.default_name}-{recipe.name}")
-        needs = conversion_needs(source.parameters, source.format, recipe)
+        needs = conversion_needs(source.parameters, source.format, recipe, source.size)
         waiting = f"waiting for another conversion of {name} to finish"
         with self.store.converting(name, on_wait=lambda: self.reporter.info(waiting)):
             existing = self._existing(name)
@@ -156,10 +164,11 @@ class Converter:
         if early is not None:
             return early
         source = self._resolve(request)
-        recipe = self._recipe(request, source.parameters, source.embedding is not None, source.default_name)
+        recipe = self._source_recipe(request, source)
         name = check_name(request.name or f"{source.default_name}-{recipe.name}")
         done = self._done(name, request, recipe, lambda m: m.source.digest == source.digest)
-        return self._plan(name, source.id, source.parameters, source.format, request.device, recipe, done)
+        plan = self._plan(name, source.id, source.parameters, source.format, request.device, recipe, done)
+        return replace(plan, needs=conversion_needs(source.parameters, source.format, recipe, source.size))
 
     def plan_tier(
         self, profile: str, tier: str, device: DeviceClass, recipe: str | None
@@ -187,7 +196,8 @@ class Converter:
         recipe = self._recipe(request, model.parameters, model.family.embedding, model.name)
         name = check_name(request.name or f"{model.name}-{recipe.name}")
         done = self._done(name, request, recipe, lambda m: m.source.id == request.source)
-        return self._plan(name, request.source, model.parameters, source_format, request.device, recipe, done)
+        plan = self._plan(name, request.source, model.parameters, source_format, request.device, recipe, done)
+        return replace(plan, preconverted=model.openvino_ir)
 
     def _done(
         self, name: str, request: ConvertRequest, recipe: Recipe, same_source: Callable[[Manifest], bool]
@@ -238,6 +248,24 @@ class Converter:
             trust_remote_code=request.trust_remote_code,
         )
 
+    def _source_recipe(self, request: ConvertRequest, source: ResolvedSource) -> Recipe:
+        """The recipe `source` converts with: a pre-converted IR's own, checked against the device."""
+        if source.recipe is None:
+            return self._recipe(request, source.parameters, source.embedding is not None, source.default_name)
+        recipe = source.recipe
+        if request.recipe is not None:
+            raise UserInputError(
+                f"{source.id} is pre-converted OpenVINO IR ({recipe.description}): it is stored as it is, "
+                "so --recipe does not apply"
+            )
+        if request.device not in recipe.devices:
+            devices = " or ".join(device.upper() for device in recipe.devices)
+            raise UserInputError(
+                f"{source.id} is pre-converted for {devices} ({recipe.description}); the NPU needs "
+                "symmetric INT4: use an NPU variant of it, or convert the original model with --device npu"
+            )
+        return recipe
+
     def _recipe(self, request: ConvertRequest, weights: int, embedding: bool, model: str) -> Recipe:
         if embedding and request.device == "npu":
             raise UserInputError(
@@ -262,8 +290,9 @@ class Converter:
     ) -> tuple[Path, Manifest]:
         from npu_engine import export
 
-        with missing_libraries_named():
-            export.quiet_libraries()
+        if source.format != "ir":  # storing a pre-converted IR needs no conversion library
+            with missing_libraries_named():
+                export.quiet_libraries()
         with self.store.staging() as stage:
             try:
                 with missing_libraries_named():
@@ -287,6 +316,11 @@ class Converter:
     ) -> tuple[Path, Manifest]:
         from npu_engine import export
 
+        model_folder = stage / "model"
+        if source.format == "ir":
+            with self.reporter.step(f"copying the pre-converted IR of {source.path.name}", total=source.size):
+                shutil.copytree(source.path, model_folder, ignore=shutil.ignore_patterns(MANIFEST_NAME, ".*"))
+            return self._commit(stage, model_folder, source, recipe, request, name, replace)
         hf_folder = source.path
         if source.gguf is not None:
             hf_folder = stage / "hf"
@@ -294,12 +328,26 @@ class Converter:
                 f"de-quantizing {source.path.name} ({source.parameters / 1e6:.0f}M weights)"
             ):
                 export.dequantize_gguf(source.gguf, hf_folder)
-        model_folder = stage / "model"
         with self.reporter.step(f"exporting to OpenVINO IR with recipe {recipe.name}"):
             task = export.TASK if source.embedding is None else export.EMBEDDING_TASK
             export.export_ir(hf_folder, model_folder, recipe, request.trust_remote_code, task)
         if hf_folder != source.path:
             shutil.rmtree(hf_folder)
+        return self._commit(stage, model_folder, source, recipe, request, name, replace)
+
+    def _commit(
+        self,
+        stage: Path,
+        model_folder: Path,
+        source: ResolvedSource,
+        recipe: Recipe,
+        request: ConvertRequest,
+        name: str,
+        replace: bool,
+    ) -> tuple[Path, Manifest]:
+        """Hash the model's files, write its manifest and move it into the store."""
+        from npu_engine import export
+
         with self.reporter.step("hashing the converted files", total=folder_size(model_folder)) as advance:
             files = hash_folder(model_folder, advance)
         manifest = Manifest(
@@ -387,6 +435,10 @@ def describe_plan(plan: ConversionPlan) -> list[str]:
         f"the model keeps about {human_bytes(needs.output)}",
         *(f"  does not fit: {problem}" for problem in problems),
         *([] if problems else ["  fits"]),
+        *(
+            f"  pre-converted IR on the hub, stored as it is: npu-convert hf:{repo}"
+            for repo in plan.preconverted
+        ),
     ]
 
 

@@ -14,6 +14,7 @@ from npu_engine.manifest import Manifest
 from npu_engine.recipes import load_recipe_book
 from npu_engine.store import ModelStore
 from tests.conftest import PEAKS_FILE, QWEN_LARGE, make_converter
+from tests.synthetic_gguf import SHAPES, write_synthetic_gguf
 from tests.test_convert_cli import assert_user_error, run
 
 GB = 1_000_000_000
@@ -113,3 +114,29 @@ def test_estimates_are_within_a_quarter_of_measured_peaks(
         measured = peaks[manifest.name]["peak_bytes"]
         report.append(f"{manifest.name}: estimate {estimate / GB:.2f} GB, measured {measured / GB:.2f} GB")
         assert abs(estimate - measured) <= TOLERANCE * measured, "\n".join(report)
+
+
+@pytest.mark.slow
+def test_a_synthetic_model_is_planned_from_its_shape(
+    tmp_path: Path, cache_store: ModelStore, qwen_cpu: Manifest
+) -> None:
+    """The helper that writes the 3B-shaped model of the README's table, at a tiny shape: the weight
+    count the planner reads from the file is the shape's, and the file passes the GGUF checks."""
+    source = cache_store.root / "sources" / "qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf"
+    out = tmp_path / "tiny-qwen2.gguf"
+    weights = write_synthetic_gguf(source, out, SHAPES["tiny"])
+    result = run(tmp_path / "home", "convert", str(out), "--device", "npu", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert f"({weights / 1e6:,.0f}M weights, GGUF), recipe int4-sym-npu for NPU" in result.stdout
+
+
+def test_a_refusal_names_the_pre_converted_ir_the_catalog_knows(tmp_path: Path) -> None:
+    converter = make_converter(ModelStore(tmp_path / "home"))
+    converter.memory = lambda: small_machine(64 * GB, 60 * GB)  # the plan's laptop
+    with pytest.raises(ConversionMemoryError) as refused:
+        converter.convert_tier("plan", "large", "cpu", None, False)
+    message = str(refused.value)
+    assert "cannot convert qwen2.5-coder-14b-instruct-int4-asym-mixed: it needs about 117" in message
+    assert message.endswith("npu-convert hf:OpenVINO/Qwen2.5-Coder-14B-Instruct-int4-ov"), message
+    plan = converter.plan_tier("plan", "large", "cpu", None)[0]
+    assert plan.preconverted == ("OpenVINO/Qwen2.5-Coder-14B-Instruct-int4-ov",)

@@ -4,6 +4,7 @@ Specs: a Hugging Face folder, a `.gguf` file, `hf:ORG/NAME[@REVISION]`, `ollama:
 `pkg:NAME` (a catalog model shipped in registry packages).
 """
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +12,14 @@ from typing import Literal
 
 from npu_engine.embedding import EmbeddingInfo
 from npu_engine.errors import UserInputError
+from npu_engine.files import sha256_file
 from npu_engine.gguf_file import GgufInfo
+from npu_engine.progress import Reporter
+from npu_engine.recipes import Recipe
 
-SourceFormat = Literal["gguf", "hf"]
+SourceFormat = Literal["gguf", "hf", "ir"]
 
-SPEC_HELP = "a folder, a .gguf file, hf:ORG/NAME, ollama:NAME[:TAG] or pkg:NAME"
+SPEC_HELP = "a folder (Hugging Face or OpenVINO IR), a .gguf file, hf:ORG/NAME, ollama:NAME[:TAG] or pkg:NAME"
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,17 @@ class ResolvedSource:
     context_length: int
     gguf: GgufInfo | None = None
     embedding: EmbeddingInfo | None = None
+    recipe: Recipe | None = None  # a pre-converted IR's own; it is stored as it is
+    size: int = 0  # bytes of a pre-converted IR folder
+
+
+def folder_digest(folder: Path, files: list[Path], reporter: Reporter) -> str:
+    """`sha256:` over the relative path and sha256 of each of `files` (below `folder`), in order."""
+    digest = hashlib.sha256()
+    with reporter.step(f"hashing {folder.name}", total=sum(path.stat().st_size for path in files)) as advance:
+        for path in files:
+            digest.update(f"{path.relative_to(folder)}\0{sha256_file(path, advance)}\n".encode())
+    return f"sha256:{digest.hexdigest()}"
 
 
 def slug(text: str) -> str:

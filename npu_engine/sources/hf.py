@@ -1,20 +1,30 @@
 """Hugging Face sources: a local folder of safetensors, or a hub id downloaded with huggingface_hub."""
 
-import hashlib
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from npu_engine.embedding import sentence_transformers_info
 from npu_engine.errors import NetworkError, SourceError
-from npu_engine.files import sha256_file
 from npu_engine.progress import Reporter
-from npu_engine.sources import ResolvedSource, slug
+from npu_engine.sources import ResolvedSource, folder_digest, slug
 
 # What conversion reads from a model repository; everything else (pickles, other formats) is skipped.
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
+# A repo of pre-converted IR (OpenVINO's `*-ov`) brings its openvino_*.xml/bin.
+HUB_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.model",
+    "*.txt",
+    "*.jinja",
+    "*.tiktoken",
+    "*.py",
+    "openvino_*.xml",
+    "openvino_*.bin",
+]
 
 
 def _safetensors_parameters(path: Path) -> int:
@@ -75,18 +85,14 @@ def resolve_hf_folder(
         raise SourceError(f"{folder} has no *.safetensors weights (pickled .bin weights are not loaded)")
     architecture = _check_architecture(folder, config, trust_remote_code)
     parameters = sum(_safetensors_parameters(path) for path in weights)
-    hashed = sorted(path for path in folder.iterdir() if path.is_file())
-    digest = hashlib.sha256()
-    with reporter.step(f"hashing {folder.name}", total=sum(p.stat().st_size for p in hashed)) as advance:
-        for path in hashed:
-            digest.update(f"{path.name}\0{sha256_file(path, advance)}\n".encode())
+    digest = folder_digest(folder, sorted(path for path in folder.iterdir() if path.is_file()), reporter)
     text_config = config.get("text_config", config)
     return ResolvedSource(
         kind=kind,
         id=spec if spec is not None else str(folder),
         path=folder,
         format="hf",
-        digest=f"sha256:{digest.hexdigest()}",
+        digest=digest,
         default_name=slug(folder.name),
         architecture=architecture,
         parameters=parameters,
@@ -95,7 +101,9 @@ def resolve_hf_folder(
     )
 
 
-def resolve_hub(repo: str, reporter: Reporter, trust_remote_code: bool) -> ResolvedSource:
+def resolve_hub(
+    repo: str, reporter: Reporter, trust_remote_code: bool, name_of: Callable[[str], str] = slug
+) -> ResolvedSource:
     """Download `ORG/NAME[@REVISION]` from the Hugging Face hub into its cache, then check it as a folder."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
@@ -111,6 +119,16 @@ def resolve_hub(repo: str, reporter: Reporter, trust_remote_code: bool) -> Resol
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise NetworkError(f"could not download {repo_id} from the Hugging Face hub: {reason}") from None
-    resolved = resolve_hf_folder(Path(folder), reporter, trust_remote_code, kind="hf-hub", spec=f"hf:{repo}")
+    if (Path(folder) / "openvino_model.xml").is_file():
+        from npu_engine.sources.ir import resolve_ir_folder
+
+        resolved = resolve_ir_folder(
+            Path(folder), reporter, kind="hf-hub", spec=f"hf:{repo}", name=name_of(repo_id)
+        )
+    else:
+        resolved = resolve_hf_folder(
+            Path(folder), reporter, trust_remote_code, kind="hf-hub", spec=f"hf:{repo}"
+        )
+        resolved = replace(resolved, default_name=slug(repo_id.split("/")[1]))
     # The snapshot folder is named by the commit it holds: the most exact digest of a hub model.
-    return replace(resolved, digest=f"git:{Path(folder).name}", default_name=slug(repo_id.split("/")[1]))
+    return replace(resolved, digest=f"git:{Path(folder).name}")
