@@ -167,8 +167,9 @@ class Converter:
         recipe = self._source_recipe(request, source)
         name = check_name(request.name or f"{source.default_name}-{recipe.name}")
         done = self._done(name, request, recipe, lambda m: m.source.digest == source.digest)
-        plan = self._plan(name, source.id, source.parameters, source.format, request.device, recipe, done)
-        return replace(plan, needs=conversion_needs(source.parameters, source.format, recipe, source.size))
+        return self._plan(
+            name, source.id, source.parameters, source.format, request.device, recipe, done, source.size
+        )
 
     def plan_tier(
         self, profile: str, tier: str, device: DeviceClass, recipe: str | None
@@ -217,6 +218,7 @@ class Converter:
         device: DeviceClass,
         recipe: Recipe,
         done: bool,
+        source_bytes: int = 0,
     ) -> ConversionPlan:
         return ConversionPlan(
             name=name,
@@ -225,18 +227,11 @@ class Converter:
             source_format=source_format,
             device=device,
             recipe=recipe,
-            needs=conversion_needs(weights, source_format, recipe),
+            needs=conversion_needs(weights, source_format, recipe, source_bytes),
             memory=self.memory(),
-            disk_free=self.store.disk_free() if self.store.root.exists() else self._disk_free_above(),
+            disk_free=self.store.disk_free(),
             done=done,
         )
-
-    def _disk_free_above(self) -> int:
-        """Free disk where the store will be created: its nearest existing parent."""
-        folder = self.store.root
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        return shutil.disk_usage(folder).free
 
     def _resolve(self, request: ConvertRequest) -> ResolvedSource:
         return resolve_source(
@@ -320,7 +315,7 @@ class Converter:
         if source.format == "ir":
             with self.reporter.step(f"copying the pre-converted IR of {source.path.name}", total=source.size):
                 shutil.copytree(source.path, model_folder, ignore=shutil.ignore_patterns(MANIFEST_NAME, ".*"))
-            return self._commit(stage, model_folder, source, recipe, request, name, replace)
+            return self._commit(model_folder, source, recipe, request, name, replace)
         hf_folder = source.path
         if source.gguf is not None:
             hf_folder = stage / "hf"
@@ -333,11 +328,10 @@ class Converter:
             export.export_ir(hf_folder, model_folder, recipe, request.trust_remote_code, task)
         if hf_folder != source.path:
             shutil.rmtree(hf_folder)
-        return self._commit(stage, model_folder, source, recipe, request, name, replace)
+        return self._commit(model_folder, source, recipe, request, name, replace)
 
     def _commit(
         self,
-        stage: Path,
         model_folder: Path,
         source: ResolvedSource,
         recipe: Recipe,

@@ -231,8 +231,12 @@ class ModelStore:
             )
 
     def disk_free(self) -> int:
-        """Bytes free on the store's disk now (0 when the store does not exist)."""
-        return self._disk_free(self.root) if self.root.exists() else 0
+        """Bytes free on the store's disk now; before the store exists, on the disk of its nearest
+        existing parent folder, where it will be created."""
+        folder = self.root
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        return self._disk_free(folder)
 
     def disk_full(self, doing: str, needed: int | None = None) -> DiskSpaceError:
         """The error for a disk that filled up while `doing`: which disk, and what is free now."""

@@ -11,6 +11,7 @@ from npu_engine.embedding import sentence_transformers_info
 from npu_engine.errors import NetworkError, SourceError
 from npu_engine.progress import Reporter
 from npu_engine.sources import ResolvedSource, folder_digest, slug
+from npu_engine.sources.ir import is_ir_folder, resolve_ir_folder
 
 # What conversion reads from a model repository; everything else (pickles, other formats) is skipped.
 # A repo of pre-converted IR (OpenVINO's `*-ov`) brings its openvino_*.xml/bin.
@@ -119,9 +120,7 @@ def resolve_hub(
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise NetworkError(f"could not download {repo_id} from the Hugging Face hub: {reason}") from None
-    if (Path(folder) / "openvino_model.xml").is_file():
-        from npu_engine.sources.ir import resolve_ir_folder
-
+    if is_ir_folder(Path(folder)):
         resolved = resolve_ir_folder(
             Path(folder), reporter, kind="hf-hub", spec=f"hf:{repo}", name=name_of(repo_id)
         )
