@@ -133,8 +133,8 @@ class ModelStore:
         return None if self.cache_dir is None else self.cache_dir / COMPILED / name
 
     def cache_usage(self) -> tuple[dict[str, int], int]:
-        """Bytes of compiled cache per model name, and the bytes of the rest of the cache (models
-        no longer in the store, an older flat layout, verification stamps)."""
+        """Bytes of compiled cache per model name, and the bytes `prune_cache` would free (caches of
+        models no longer in the store, loose blobs of the older flat layout)."""
         cache = self.cache_dir
         if cache is None or not cache.is_dir():
             return {}, 0
@@ -144,7 +144,7 @@ class ModelStore:
             for folder in _children(cache / COMPILED)
             if folder.is_dir() and folder.name in names
         }
-        return per_model, folder_size(cache) - sum(per_model.values())
+        return per_model, sum(_entry_size(entry) for entry in _orphaned_cache(cache, names))
 
     def prune_cache(self) -> int:
         """Delete compiled caches that belong to no model in the store, and loose blobs of the older
@@ -152,16 +152,12 @@ class ModelStore:
         cache = self.cache_dir
         if cache is None or not cache.is_dir():
             return 0
-        names = {manifest.name for manifest in self.manifests()}
-        doomed = [folder for folder in _children(cache / COMPILED) if folder.name not in names]
-        doomed += [entry for entry in _children(cache) if entry.is_file() and entry.suffix == ".blob"]
         freed = 0
-        for entry in doomed:
+        for entry in _orphaned_cache(cache, {manifest.name for manifest in self.manifests()}):
+            freed += _entry_size(entry)
             if entry.is_dir():
-                freed += folder_size(entry)
                 shutil.rmtree(entry)
             else:
-                freed += entry.stat().st_size
                 entry.unlink()
         return freed
 
@@ -383,6 +379,17 @@ def _writable_folder(folder: Path) -> bool:
             return True
     except OSError:
         return False
+
+
+def _orphaned_cache(cache: Path, names: set[str]) -> list[Path]:
+    """What in `cache` belongs to no model named in `names`: compiled folders of removed models and
+    the loose blobs of the older flat layout (the verification stamps stay)."""
+    orphans = [folder for folder in _children(cache / COMPILED) if folder.name not in names]
+    return orphans + [entry for entry in _children(cache) if entry.is_file() and entry.suffix == ".blob"]
+
+
+def _entry_size(entry: Path) -> int:
+    return folder_size(entry) if entry.is_dir() else entry.stat().st_size
 
 
 def _children(folder: Path) -> list[Path]:

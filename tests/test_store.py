@@ -111,3 +111,16 @@ def test_commit_replaces_a_folder_that_is_not_a_model(tmp_path: Path) -> None:
         store.commit(stage / "m", "alpha", replace=False)
     assert (store.path("alpha") / "marker").read_text() == "new"
     assert not (store.path("alpha") / "openvino_model.bin").exists()
+
+
+def test_prune_cache_frees_what_list_reports_and_keeps_the_stamps(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "home", cache_dir=tmp_path / "cache")
+    (tmp_path / "cache" / "compiled" / "removed-model").mkdir(parents=True)
+    (tmp_path / "cache" / "compiled" / "removed-model" / "1234.blob").write_bytes(b"x" * 10)
+    (tmp_path / "cache" / "5678.blob").write_bytes(b"y" * 3)  # the older flat layout
+    (tmp_path / "cache" / "verified").mkdir()
+    (tmp_path / "cache" / "verified" / "stamp").write_bytes(b"z" * 5)
+    assert store.cache_usage() == ({}, 13)
+    assert store.prune_cache() == 13
+    assert store.cache_usage() == ({}, 0)
+    assert (tmp_path / "cache" / "verified" / "stamp").is_file()
