@@ -34,6 +34,18 @@ CALIBRATION_PEAK_EXTRA_BYTES = 2.9
 GGUF_DEQUANT_BYTES = 4.0
 FLOAT_EXPORT_BYTES = 4.0
 DISK_SLACK_BYTES = 512 << 20
+# The bounded path (recipe path gguf-direct, npu_engine/gguf_export.py) never holds a float
+# model: its peak is OpenVINO GenAI's reader building the graph, which holds the file's tensors as
+# read and again unpacked (GB at the peak against the GGUF's size: SmolLM2 Q4_1, 0.10 GB, INT8
+# 0.83; Qwen2.5-Coder-1.5B Q4_K_M, 1.12 GB, int4-asym 4.14 and int4-asym-mixed 4.44, whose
+# calibration runs a compiled copy of that graph). Disk: GenAI's graph (its weights unpacked,
+# about 1.15 times the file) beside the result.
+DIRECT_BASE_MEMORY = 500_000_000
+DIRECT_PEAK_PER_FILE_BYTE = 3.2
+DIRECT_CALIBRATION_PER_FILE_BYTE = 0.3
+DIRECT_GRAPH_PER_FILE_BYTE = 1.15
+# A GGUF's size per weight when the file is not at hand (Q4_K_M: Qwen2.5-Coder-1.5B's is 0.63).
+TYPICAL_GGUF_BYTES_PER_WEIGHT = 0.63
 
 
 @dataclass(frozen=True)
@@ -65,10 +77,21 @@ def system_memory() -> SystemMemory:
 def conversion_needs(
     weights: int, source_format: SourceFormat, recipe: Recipe, source_bytes: int = 0
 ) -> ConversionNeeds:
-    """The estimate for converting a source of `weights` weights in `source_format` with `recipe`;
-    a pre-converted IR (`source_bytes` of it) is only copied and hashed."""
+    """The estimate for converting a source of `weights` weights in `source_format` with `recipe`
+    (whose `path` says how it runs); a pre-converted IR (`source_bytes` of it) is only copied and
+    hashed, a GGUF on the bounded path is costed by its size (`source_bytes`)."""
     if source_format == "ir":
         return ConversionNeeds(weights, BASE_MEMORY, source_bytes + DISK_SLACK_BYTES, source_bytes)
+    output = int(weights * recipe.bytes_per_weight)
+    if recipe.path == "gguf-direct":
+        file_bytes = source_bytes or int(weights * TYPICAL_GGUF_BYTES_PER_WEIGHT)
+        per_byte = DIRECT_PEAK_PER_FILE_BYTE + (DIRECT_CALIBRATION_PER_FILE_BYTE if recipe.data_aware else 0)
+        return ConversionNeeds(
+            weights=weights,
+            peak_memory=DIRECT_BASE_MEMORY + int(file_bytes * per_byte),
+            disk=int(file_bytes * DIRECT_GRAPH_PER_FILE_BYTE) + output + DISK_SLACK_BYTES,
+            output=output,
+        )
     per_weight = FLOAT_PEAK_BYTES
     if recipe.calibration is not None:
         per_weight += CALIBRATION_PEAK_EXTRA_BYTES
@@ -80,7 +103,7 @@ def conversion_needs(
         weights=weights,
         peak_memory=base + int(weights * per_weight),
         disk=int(weights * disk_per_weight) + DISK_SLACK_BYTES,
-        output=int(weights * recipe.bytes_per_weight),
+        output=output,
     )
 
 

@@ -1,5 +1,6 @@
 """`npu-convert` as a library: a model source in, a verified OpenVINO IR model in the store out."""
 
+import dataclasses
 import errno
 import logging
 import shutil
@@ -22,6 +23,7 @@ from npu_engine.conversion_needs import (
 )
 from npu_engine.errors import ConversionError, ModelExistsError, ModelNotFoundError, UserInputError
 from npu_engine.files import folder_size, human_bytes
+from npu_engine.gguf_export import refusal as gguf_refusal
 from npu_engine.manifest import MANIFEST_NAME, Manifest, SourceInfo, hash_folder
 from npu_engine.progress import Reporter
 from npu_engine.recipes import DeviceClass, Recipe, RecipeBook
@@ -54,6 +56,7 @@ class ConvertRequest:
     name: str | None = None
     force: bool = False
     trust_remote_code: bool = False
+    dequantize: bool = False  # a GGUF through a float model even where the bounded path applies
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class ConversionPlan:
     disk_free: int
     done: bool = False
     preconverted: tuple[str, ...] = ()  # hub repos of the same model as OpenVINO IR, from the catalog
+    not_bounded: str = ""  # why a GGUF cannot take the bounded path
 
     def alternative(self) -> str:
         """Where the catalog knows pre-converted IR of the model: the command that stores it."""
@@ -133,7 +137,7 @@ class Converter:
         source = self._resolve(request)
         recipe = self._source_recipe(request, source)
         name = check_name(request.name or f"{source.default_name}-{recipe.name}")
-        needs = conversion_needs(source.parameters, source.format, recipe, source.size)
+        needs = conversion_needs(source.parameters, source.format, recipe, source_bytes(source))
         waiting = f"waiting for another conversion of {name} to finish"
         with self.store.converting(name, on_wait=lambda: self.reporter.info(waiting)):
             existing = self._existing(name)
@@ -167,9 +171,20 @@ class Converter:
         recipe = self._source_recipe(request, source)
         name = check_name(request.name or f"{source.default_name}-{recipe.name}")
         done = self._done(name, request, recipe, lambda m: m.source.digest == source.digest)
-        return self._plan(
-            name, source.id, source.parameters, source.format, request.device, recipe, done, source.size
+        plan = self._plan(
+            name,
+            source.id,
+            source.parameters,
+            source.format,
+            request.device,
+            recipe,
+            done,
+            source_bytes(source),
         )
+        why = (
+            gguf_refusal(source.gguf, recipe) if source.gguf is not None and not request.dequantize else None
+        )
+        return replace(plan, not_bounded=why or "")
 
     def plan_tier(
         self, profile: str, tier: str, device: DeviceClass, recipe: str | None
@@ -195,9 +210,18 @@ class Converter:
             "gguf" if kind == "packaged" and isinstance(model.packaged, PackagedFile) else "hf"
         )
         recipe = self._recipe(request, model.parameters, model.family.embedding, model.name)
+        path = (
+            "dequantized"
+            if request.dequantize and source_format == "gguf"
+            else catalog_path(source_format, recipe)
+        )
+        recipe = replace(recipe, path=path)
         name = check_name(request.name or f"{model.name}-{recipe.name}")
         done = self._done(name, request, recipe, lambda m: m.source.id == request.source)
-        plan = self._plan(name, request.source, model.parameters, source_format, request.device, recipe, done)
+        size = model.packaged.size if isinstance(model.packaged, PackagedFile) else 0
+        plan = self._plan(
+            name, request.source, model.parameters, source_format, request.device, recipe, done, size
+        )
         return replace(plan, preconverted=model.openvino_ir)
 
     def _done(
@@ -244,10 +268,15 @@ class Converter:
         )
 
     def _source_recipe(self, request: ConvertRequest, source: ResolvedSource) -> Recipe:
-        """The recipe `source` converts with: a pre-converted IR's own, checked against the device."""
+        """The recipe `source` converts with (a pre-converted IR's own, checked against the
+        device), with the path its conversion takes."""
         if source.recipe is None:
-            return self._recipe(request, source.parameters, source.embedding is not None, source.default_name)
-        recipe = source.recipe
+            recipe = self._recipe(
+                request, source.parameters, source.embedding is not None, source.default_name
+            )
+            dequantize = request.dequantize and source.gguf is not None
+            return replace(recipe, path="dequantized" if dequantize else conversion_path(source, recipe))
+        recipe = replace(source.recipe, path="stored")
         if request.recipe is not None:
             raise UserInputError(
                 f"{source.id} is pre-converted OpenVINO IR ({recipe.description}): it is stored as it is, "
@@ -309,9 +338,24 @@ class Converter:
         name: str,
         replace: bool,
     ) -> tuple[Path, Manifest]:
-        from npu_engine import export
+        from npu_engine import export, gguf_export
 
         model_folder = stage / "model"
+        if recipe.path == "gguf-direct" and source.gguf is not None:
+            try:
+                with self.reporter.step(
+                    f"building OpenVINO IR from {source.path.name}'s quantized tensors, "
+                    f"one weight at a time, with recipe {recipe.name}"
+                ):
+                    gguf_export.export_ir_from_gguf(source.gguf, model_folder, recipe, stage)
+                return self._commit(model_folder, source, recipe, request, name, replace)
+            except gguf_export.GraphNotBuilt as error:
+                self.reporter.info(f"{error}; converting through a float model instead")
+                for leftover in stage.iterdir():
+                    shutil.rmtree(leftover)
+                recipe = dataclasses.replace(recipe, path="dequantized")  # `replace` is an argument here
+                needs = conversion_needs(source.parameters, source.format, recipe, source_bytes(source))
+                require_memory(needs, self.memory(), f"cannot convert {name}")
         if source.format == "ir":
             with self.reporter.step(f"copying the pre-converted IR of {source.path.name}", total=source.size):
                 shutil.copytree(source.path, model_folder, ignore=shutil.ignore_patterns(MANIFEST_NAME, ".*"))
@@ -378,6 +422,31 @@ class Converter:
         return [self.catalog.model(model).preferred_source for model in models]
 
 
+def conversion_path(source: ResolvedSource, recipe: Recipe) -> str:
+    """How `source` converts with `recipe` (recipes.CONVERSION_PATHS): a GGUF whose tensors OpenVINO
+    GenAI reads, with a data-free recipe, is built from its quantized tensors in bounded memory;
+    it gives the same compressed weights as de-quantizing first (tests/test_gguf_export.py)."""
+    if source.format == "ir":
+        return "stored"
+    if source.gguf is None:
+        return "exported"
+    return "gguf-direct" if gguf_refusal(source.gguf, recipe) is None else "dequantized"
+
+
+def source_bytes(source: ResolvedSource) -> int:
+    """The size the estimates go by: a GGUF file's, or a pre-converted IR folder's."""
+    return source.gguf.size if source.gguf is not None else source.size
+
+
+def catalog_path(source_format: SourceFormat, recipe: Recipe) -> str:
+    """The path a catalog model's conversion is planned with before its file is read: a GGUF
+    with a data-free recipe is expected to take the bounded path (the file's tensor types
+    decide once it is read, and the memory check is made again then)."""
+    if source_format != "gguf":
+        return "exported"
+    return "dequantized" if recipe.data_aware else "gguf-direct"
+
+
 @contextmanager
 def missing_libraries_named() -> Iterator[None]:
     """An ImportError from the conversion's libraries becomes one line naming the fix."""
@@ -411,6 +480,14 @@ def disk_filled(error: BaseException, free: int) -> bool:
     return free < (WRITE_FAILED_BYTES if write_failed else NEARLY_FULL_BYTES)
 
 
+PATH_WORDS = {
+    "gguf-direct": "built from the GGUF's quantized tensors, one weight at a time (bounded memory)",
+    "dequantized": "de-quantized to a float32 model, then exported and compressed by optimum-intel",
+    "exported": "the float model exported and compressed by optimum-intel",
+    "stored": "stored as it is",
+}
+
+
 def describe_plan(plan: ConversionPlan) -> list[str]:
     """What `npu-convert --dry-run` prints for one planned conversion."""
     needs = plan.needs
@@ -427,6 +504,8 @@ def describe_plan(plan: ConversionPlan) -> list[str]:
         f"(this machine: {human_bytes(plan.memory.total)}, {human_bytes(plan.memory.available)} available)",
         f"  disk at the peak: about {human_bytes(needs.disk)} ({human_bytes(plan.disk_free)} free); "
         f"the model keeps about {human_bytes(needs.output)}",
+        f"  path: {PATH_WORDS.get(plan.recipe.path, plan.recipe.path)}"
+        + (f" ({plan.not_bounded})" if plan.not_bounded else ""),
         *(f"  does not fit: {problem}" for problem in problems),
         *([] if problems else ["  fits"]),
         *(

