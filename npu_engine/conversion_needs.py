@@ -36,12 +36,18 @@ FLOAT_EXPORT_BYTES = 4.0
 DISK_SLACK_BYTES = 512 << 20
 # The bounded path (recipe path gguf-direct, npu_engine/gguf_export.py) never holds a float
 # model: its peak is OpenVINO GenAI's reader building the graph, which holds the file's tensors as
-# read and again unpacked (GB at the peak against the GGUF's size: SmolLM2 Q4_1, 0.10 GB, INT8
-# 0.83; Qwen2.5-Coder-1.5B Q4_K_M, 1.12 GB, int4-asym 4.14 and int4-asym-mixed 4.44, whose
-# calibration runs a compiled copy of that graph). Disk: GenAI's graph (its weights unpacked,
-# about 1.15 times the file) beside the result.
-DIRECT_BASE_MEMORY = 500_000_000
+# read and again unpacked into its own layout, then the new weights beside the mapped source.
+# Per byte of the GGUF, measured with /usr/bin/time -v (peak GB, file GB): with K-quants, whose
+# Q6_K parts unpack to 8 bits in groups of 16, or a stand-in for other types (gguf_standin):
+# Qwen2.5-Coder-1.5B Q4_K_M (1.12) int4-asym 4.14, int4-asym-mixed 4.37; Qwen2.5-Coder-0.5B
+# Q4_K_M with Q5_0 (0.49) int8 2.26. Only Q4_0/Q4_1/Q8_0/F16: the DeepSeek-Coder-6.7B shape,
+# synthetic Q4_0 (3.87), int4-sym-npu-cw 8.60; SmolLM2 Q4_1 (0.10) int8 0.83, int4-sym-npu 1.07.
+# Data-aware mixed precision also runs a compiled copy of the GenAI graph on calibration text.
+# Disk: GenAI's graph (its weights unpacked, about 1.15 times the file) beside the result.
+DIRECT_BASE_MEMORY = 750_000_000
 DIRECT_PEAK_PER_FILE_BYTE = 3.2
+DIRECT_PLAIN_PEAK_PER_FILE_BYTE = 2.2
+DIRECT_PLAIN_TYPES = frozenset({"F32", "F16", "Q4_0", "Q4_1", "Q8_0"})
 DIRECT_CALIBRATION_PER_FILE_BYTE = 0.3
 DIRECT_GRAPH_PER_FILE_BYTE = 1.15
 # A GGUF's size per weight when the file is not at hand (Q4_K_M: Qwen2.5-Coder-1.5B's is 0.63).
@@ -75,17 +81,24 @@ def system_memory() -> SystemMemory:
 
 
 def conversion_needs(
-    weights: int, source_format: SourceFormat, recipe: Recipe, source_bytes: int = 0
+    weights: int,
+    source_format: SourceFormat,
+    recipe: Recipe,
+    source_bytes: int = 0,
+    tensor_types: frozenset[str] = frozenset(),
 ) -> ConversionNeeds:
     """The estimate for converting a source of `weights` weights in `source_format` with `recipe`
     (whose `path` says how it runs); a pre-converted IR (`source_bytes` of it) is only copied and
-    hashed, a GGUF on the bounded path is costed by its size (`source_bytes`)."""
+    hashed, a GGUF on the bounded path is costed by its size (`source_bytes`) and its
+    `tensor_types` (unknown: the costlier kind)."""
     if source_format == "ir":
         return ConversionNeeds(weights, BASE_MEMORY, source_bytes + DISK_SLACK_BYTES, source_bytes)
     output = int(weights * recipe.bytes_per_weight)
     if recipe.path == "gguf-direct":
         file_bytes = source_bytes or int(weights * TYPICAL_GGUF_BYTES_PER_WEIGHT)
-        per_byte = DIRECT_PEAK_PER_FILE_BYTE + (DIRECT_CALIBRATION_PER_FILE_BYTE if recipe.data_aware else 0)
+        plain = bool(tensor_types) and tensor_types <= DIRECT_PLAIN_TYPES
+        per_byte = DIRECT_PLAIN_PEAK_PER_FILE_BYTE if plain else DIRECT_PEAK_PER_FILE_BYTE
+        per_byte += DIRECT_CALIBRATION_PER_FILE_BYTE if recipe.data_aware else 0
         return ConversionNeeds(
             weights=weights,
             peak_memory=DIRECT_BASE_MEMORY + int(file_bytes * per_byte),

@@ -137,7 +137,7 @@ class Converter:
         source = self._resolve(request)
         recipe = self._source_recipe(request, source)
         name = check_name(request.name or f"{source.default_name}-{recipe.name}")
-        needs = conversion_needs(source.parameters, source.format, recipe, source_bytes(source))
+        needs = source_needs(source, recipe)
         waiting = f"waiting for another conversion of {name} to finish"
         with self.store.converting(name, on_wait=lambda: self.reporter.info(waiting)):
             existing = self._existing(name)
@@ -180,6 +180,7 @@ class Converter:
             recipe,
             done,
             source_bytes(source),
+            source.gguf.tensor_types if source.gguf is not None else frozenset(),
         )
         why = (
             gguf_refusal(source.gguf, recipe) if source.gguf is not None and not request.dequantize else None
@@ -243,6 +244,7 @@ class Converter:
         recipe: Recipe,
         done: bool,
         source_bytes: int = 0,
+        tensor_types: frozenset[str] = frozenset(),
     ) -> ConversionPlan:
         return ConversionPlan(
             name=name,
@@ -251,7 +253,7 @@ class Converter:
             source_format=source_format,
             device=device,
             recipe=recipe,
-            needs=conversion_needs(weights, source_format, recipe, source_bytes),
+            needs=conversion_needs(weights, source_format, recipe, source_bytes, tensor_types),
             memory=self.memory(),
             disk_free=self.store.disk_free(),
             done=done,
@@ -354,7 +356,7 @@ class Converter:
                 for leftover in stage.iterdir():
                     shutil.rmtree(leftover)
                 recipe = dataclasses.replace(recipe, path="dequantized")  # `replace` is an argument here
-                needs = conversion_needs(source.parameters, source.format, recipe, source_bytes(source))
+                needs = source_needs(source, recipe)
                 require_memory(needs, self.memory(), f"cannot convert {name}")
         if source.format == "ir":
             with self.reporter.step(f"copying the pre-converted IR of {source.path.name}", total=source.size):
@@ -431,6 +433,11 @@ def conversion_path(source: ResolvedSource, recipe: Recipe) -> str:
     if source.gguf is None:
         return "exported"
     return "gguf-direct" if gguf_refusal(source.gguf, recipe) is None else "dequantized"
+
+
+def source_needs(source: ResolvedSource, recipe: Recipe) -> ConversionNeeds:
+    types = source.gguf.tensor_types if source.gguf is not None else frozenset()
+    return conversion_needs(source.parameters, source.format, recipe, source_bytes(source), types)
 
 
 def source_bytes(source: ResolvedSource) -> int:

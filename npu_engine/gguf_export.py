@@ -13,7 +13,8 @@ from functools import partial
 from pathlib import Path
 
 from npu_engine.errors import ConversionError
-from npu_engine.gguf_file import GgufInfo
+from npu_engine.gguf_file import GgufInfo, read_gguf
+from npu_engine.gguf_standin import needs_standin, standin_refusal, write_standin
 from npu_engine.gguf_tokenizer import write_tokenizer
 from npu_engine.gguf_weights import gguf_rows, matrices, unsupported
 from npu_engine.recipes import Recipe, calibration_texts
@@ -27,7 +28,7 @@ def refusal(info: GgufInfo, recipe: Recipe) -> str | None:
     float model's activations, and stay on the de-quantize path."""
     if recipe.awq or recipe.scale_estimation or recipe.gptq:
         return f"recipe {recipe.name} adjusts weights from the float model's activations"
-    return unsupported(info)
+    return unsupported(info) or standin_refusal(info)
 
 
 def export_ir_from_gguf(info: GgufInfo, output: Path, recipe: Recipe, stage: Path) -> None:
@@ -42,7 +43,14 @@ def export_ir_from_gguf(info: GgufInfo, output: Path, recipe: Recipe, stage: Pat
         raise ConversionError(f"{info.path.name} cannot take the bounded path: {why_not}")
     output.mkdir(parents=True, exist_ok=True)
     write_configs(info, output, stage / "tokenizer")
-    graph = build_graph(info, stage / "genai", output)
+    graph_source = info
+    if needs_standin(info):
+        (stage / "standin").mkdir()
+        write_standin(info, stage / "standin" / info.path.name)
+        graph_source = read_gguf(stage / "standin" / info.path.name)
+    graph = build_graph(graph_source, stage / "genai", output)
+    if graph_source is not info:
+        shutil.rmtree(stage / "standin")
     model = ov.Core().read_model(graph / "openvino_model.xml")
     with gguf_rows(info) as rows:
         exact = [

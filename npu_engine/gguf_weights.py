@@ -64,12 +64,10 @@ def matrices(info: GgufInfo) -> list[Matrix]:
 
 
 def unsupported(info: GgufInfo) -> str | None:
-    """Why GenAI cannot build `info`'s model straight from its tensors; None when it can."""
+    """Why GenAI cannot build `info`'s model (its tensor types aside: see gguf_standin); None
+    when it can."""
     if info.architecture not in GENAI_ARCHITECTURES:
         return f"OpenVINO GenAI reads {', '.join(GENAI_ARCHITECTURES)} GGUFs, not {info.architecture}"
-    other = sorted(info.tensor_types - GENAI_TYPES)
-    if other:
-        return f"OpenVINO GenAI does not read {', '.join(other)} tensors"
     if not isinstance(info.metadata.get("general.file_type"), int):
         return "the file has no general.file_type, which OpenVINO GenAI's reader needs"
     return None

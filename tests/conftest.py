@@ -178,7 +178,7 @@ def qwen_cpu(cache_store: ModelStore) -> Manifest:
 @pytest.fixture(scope="session")
 def qwen_large_cpu(cache_store: ModelStore) -> Manifest:
     """Qwen2.5-Coder-1.5B converted with the CPU default recipe (the embedded profile's large tier):
-    a no-op once converted into build/test-home; converting it peaks near 15 GB of memory."""
+    a no-op once converted into build/test-home; converting it on the bounded path peaks near 4.4 GB."""
     return convert_measured(cache_store, f"pkg:{QWEN_LARGE}", "cpu")
 
 

@@ -10,6 +10,7 @@ from npu_engine.catalog import Catalog, PackagedFile
 from npu_engine.conversion_needs import SystemMemory, conversion_needs
 from npu_engine.convert import ConvertRequest
 from npu_engine.errors import ConversionMemoryError
+from npu_engine.gguf_file import read_gguf
 from npu_engine.manifest import Manifest
 from npu_engine.recipes import load_recipe_book
 from npu_engine.store import ModelStore
@@ -110,8 +111,13 @@ def test_estimates_are_within_a_quarter_of_measured_peaks(
     for manifest in (smollm_cpu, smollm_npu, qwen_cpu, qwen_npu, qwen_large_cpu, minilm_cpu):
         packaged = catalog.model(manifest.model).packaged
         source_format = "gguf" if isinstance(packaged, PackagedFile) else "hf"
-        size = packaged.size if isinstance(packaged, PackagedFile) else 0
-        estimate = conversion_needs(manifest.parameters, source_format, manifest.recipe, size).peak_memory
+        size, types = 0, frozenset[str]()
+        if isinstance(packaged, PackagedFile):
+            size = packaged.size
+            types = read_gguf(cache_store.root / "sources" / packaged.file).tensor_types
+        estimate = conversion_needs(
+            manifest.parameters, source_format, manifest.recipe, size, types
+        ).peak_memory
         measured = peaks[manifest.name]["peak_bytes"]
         report.append(
             f"{manifest.name} ({manifest.recipe.path or 'before paths were recorded'}): "

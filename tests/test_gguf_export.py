@@ -3,6 +3,7 @@
 Synthetic models (tests/synthetic_gguf.py) give the real architectures' layouts at tiny shapes;
 the real SmolLM2 and Qwen files give the real tokenizers and tensor types."""
 
+import dataclasses
 import hashlib
 from collections import Counter
 from pathlib import Path
@@ -15,6 +16,7 @@ from npu_engine.convert import ConvertRequest, conversion_path
 from npu_engine.errors import ConversionError
 from npu_engine.gguf_export import export_ir_from_gguf, refusal
 from npu_engine.gguf_file import read_gguf
+from npu_engine.gguf_standin import needs_standin
 from npu_engine.gguf_weights import gguf_rows, matrices
 from npu_engine.mixed_precision import int4_layers
 from npu_engine.progress import SilentReporter
@@ -39,9 +41,11 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory, smollm_gguf: Path) -> P
 
 @pytest.fixture(scope="module")
 def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory, qwen_gguf: Path) -> Path:
-    """Qwen2.5's layout (biases on q/k/v, tied embeddings) at a tiny shape, in Q8_0."""
-    out = tmp_path_factory.mktemp("synthetic") / "tiny-qwen2.Q8_0.gguf"
-    write_synthetic_gguf(qwen_gguf, out, SHAPES["tiny"], "Q8_0")
+    """Qwen2.5's layout (biases on q/k/v, tied embeddings) at a tiny shape, in Q5_0, as most of
+    the packaged Qwen2.5-Coder-0.5B's matrices are: a type GenAI's reader does not take, so the
+    graph comes from a stand-in (gguf_standin)."""
+    out = tmp_path_factory.mktemp("synthetic") / "tiny-qwen2.Q5_0.gguf"
+    write_synthetic_gguf(qwen_gguf, out, SHAPES["tiny"], "Q5_0")
     return out
 
 
@@ -186,9 +190,12 @@ def test_which_sources_take_the_bounded_path(tiny_llama: Path, qwen_gguf: Path) 
     assert conversion_path(llama, recipes.get("int4-asym-mixed")) == "gguf-direct"
     assert conversion_path(llama, recipes.get("int4-asym-awq")) == "dequantized"
     assert refusal(read_gguf(tiny_llama), recipes.get("int4-asym-gptq")) is not None
-    # The packaged Qwen2.5-Coder-0.5B holds Q5_0 tensors, which GenAI's reader refuses.
+    # The packaged Qwen2.5-Coder-0.5B holds Q5_0 tensors, which GenAI's reader refuses: a stand-in
+    # with Q8_0 in their place gives it the graph.
     qwen = read_gguf(qwen_gguf)
-    assert refusal(qwen, recipes.get("int8")) == "OpenVINO GenAI does not read Q5_0 tensors"
+    assert needs_standin(qwen) and refusal(qwen, recipes.get("int8")) is None
+    odd = dataclasses.replace(qwen, tensor_types=qwen.tensor_types | {"Q9_9"})
+    assert refusal(odd, recipes.get("int8")) == "OpenVINO GenAI does not read Q9_9 tensors"
 
 
 def test_ollama_models_convert_on_the_bounded_path(tmp_path: Path, tiny_llama: Path) -> None:
