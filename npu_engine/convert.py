@@ -23,6 +23,7 @@ from npu_engine.conversion_needs import (
 )
 from npu_engine.errors import ConversionError, ModelExistsError, ModelNotFoundError, UserInputError
 from npu_engine.files import folder_size, human_bytes
+from npu_engine.gguf_export import recipe_refusal
 from npu_engine.gguf_export import refusal as gguf_refusal
 from npu_engine.manifest import MANIFEST_NAME, Manifest, SourceInfo, hash_folder
 from npu_engine.progress import Reporter
@@ -358,6 +359,7 @@ class Converter:
                 recipe = dataclasses.replace(recipe, path="dequantized")  # `replace` is an argument here
                 needs = source_needs(source, recipe)
                 require_memory(needs, self.memory(), f"cannot convert {name}")
+                self.store.require_free_space(needs.disk)
         if source.format == "ir":
             with self.reporter.step(f"copying the pre-converted IR of {source.path.name}", total=source.size):
                 shutil.copytree(source.path, model_folder, ignore=shutil.ignore_patterns(MANIFEST_NAME, ".*"))
@@ -447,11 +449,11 @@ def source_bytes(source: ResolvedSource) -> int:
 
 def catalog_path(source_format: SourceFormat, recipe: Recipe) -> str:
     """The path a catalog model's conversion is planned with before its file is read: a GGUF
-    with a data-free recipe is expected to take the bounded path (the file's tensor types
-    decide once it is read, and the memory check is made again then)."""
+    with a recipe the bounded path runs is expected to take it (the file's tensor types decide
+    once it is read, and the memory check is made again then)."""
     if source_format != "gguf":
         return "exported"
-    return "dequantized" if recipe.data_aware else "gguf-direct"
+    return "dequantized" if recipe_refusal(recipe) else "gguf-direct"
 
 
 @contextmanager

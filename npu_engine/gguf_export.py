@@ -19,20 +19,41 @@ from npu_engine.gguf_tokenizer import write_tokenizer
 from npu_engine.gguf_weights import gguf_rows, matrices, unsupported
 from npu_engine.recipes import Recipe, calibration_texts
 
-PATH_NAME = "gguf-direct"
+# What the conversion libraries raise for a model they cannot handle (OSError passes: a full disk
+# is recognised by the converter).
+LIBRARY_ERRORS = (ValueError, KeyError, IndexError, NotImplementedError, RuntimeError)
+
+
+def recipe_refusal(recipe: Recipe) -> str | None:
+    """Why `recipe` cannot run on the bounded path; None when it can. Data-aware mixed precision
+    is done here; AWQ, scale estimation and GPTQ change the weights from the float model's
+    activations, and stay on the de-quantize path."""
+    if recipe.awq or recipe.scale_estimation or recipe.gptq:
+        return f"recipe {recipe.name} adjusts weights from the float model's activations"
+    return None
 
 
 def refusal(info: GgufInfo, recipe: Recipe) -> str | None:
-    """Why `info` cannot convert with `recipe` on the bounded path; None when it can. Data-aware
-    mixed precision is done here; AWQ, scale estimation and GPTQ change the weights from the
-    float model's activations, and stay on the de-quantize path."""
-    if recipe.awq or recipe.scale_estimation or recipe.gptq:
-        return f"recipe {recipe.name} adjusts weights from the float model's activations"
-    return unsupported(info) or standin_refusal(info)
+    """Why `info` cannot convert with `recipe` on the bounded path; None when it can."""
+    return recipe_refusal(recipe) or unsupported(info) or standin_refusal(info)
 
 
 def export_ir_from_gguf(info: GgufInfo, output: Path, recipe: Recipe, stage: Path) -> None:
-    """Write `info`'s model compressed with `recipe`, tokenizer and configs, into `output`."""
+    """Write `info`'s model compressed with `recipe`, tokenizer and configs, into `output`;
+    a library's failure is a ConversionError of one line (GraphNotBuilt when GenAI's reader
+    could not build the graph)."""
+    try:
+        _export(info, output, recipe, stage)
+    except ConversionError:
+        raise
+    except LIBRARY_ERRORS as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConversionError(
+            f"building {info.path.name} from its quantized tensors failed: {first}"
+        ) from error
+
+
+def _export(info: GgufInfo, output: Path, recipe: Recipe, stage: Path) -> None:
     import openvino as ov
 
     from npu_engine.mixed_precision import calibration_token_ids, mixed_precision

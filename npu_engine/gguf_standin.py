@@ -21,7 +21,6 @@ STANDIN_TYPES = frozenset(
     {"BF16", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q5_K", "IQ1_M", "IQ1_S", "IQ2_S", "IQ2_XS", "IQ2_XXS"}
     | {"IQ3_S", "IQ3_XXS", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0"}
 )
-Q8_BLOCK = 32
 
 
 def needs_standin(info: GgufInfo) -> bool:
@@ -33,10 +32,7 @@ def standin_refusal(info: GgufInfo) -> str | None:
     other = sorted(info.tensor_types - GENAI_TYPES - STANDIN_TYPES)
     if other:
         return f"OpenVINO GenAI does not read {', '.join(other)} tensors"
-    for tensor in info.tensors:
-        if tensor.type in STANDIN_TYPES and tensor.shape[0] % Q8_BLOCK:
-            return f"{tensor.name} ({tensor.type}) has rows of {tensor.shape[0]}, no multiple of {Q8_BLOCK}"
-    return None
+    return None  # every quantized type here has blocks of 32 or 256 values: Q8_0's 32 divide them
 
 
 def write_standin(info: GgufInfo, out: Path) -> None:
@@ -47,8 +43,10 @@ def write_standin(info: GgufInfo, out: Path) -> None:
 
     reader = GGUFReader(info.path)
     writer = GGUFWriter(str(out), info.architecture)
+    if info.alignment != writer.data_alignment:
+        writer.add_custom_alignment(info.alignment)
     for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key == "general.architecture":
+        if key.startswith("GGUF.") or key in ("general.architecture", "general.alignment"):
             continue
         kind = field.types[0]
         sub = field.types[1] if kind == GGUFValueType.ARRAY else None

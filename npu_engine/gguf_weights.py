@@ -9,7 +9,7 @@ starts from the weights llama.cpp runs.
 
 import mmap
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,16 +86,17 @@ class GgufRows:
         kind = GGMLQuantizationType[matrix.tensor.type]
         block, block_bytes = GGML_QUANT_SIZES[kind]
         row_bytes = matrix.columns // block * block_bytes
-        raw = np.frombuffer(
-            self.data, dtype=np.uint8, count=matrix.rows * row_bytes, offset=matrix.tensor.offset
-        ).reshape(matrix.rows, row_bytes)
         index = np.arange(start, stop)
         if matrix.permute:
             index = _interleaved_source(index, matrix.permute)
-        values = np.asarray(dequantize(raw[index], kind), dtype=np.float32).reshape(
-            stop - start, matrix.columns
-        )
-        del raw
+        raw = np.frombuffer(
+            self.data, dtype=np.uint8, count=matrix.rows * row_bytes, offset=matrix.tensor.offset
+        ).reshape(matrix.rows, row_bytes)
+        try:
+            picked = raw[index]  # a copy: no view of the map outlives this call
+        finally:
+            del raw
+        values = np.asarray(dequantize(picked, kind), dtype=np.float32).reshape(stop - start, matrix.columns)
         self._release(
             matrix.tensor.offset + int(index.min()) * row_bytes,
             int(index.max() - index.min() + 1) * row_bytes,
@@ -120,5 +121,11 @@ def _interleaved_source(rows: np.ndarray, head_size: int) -> np.ndarray:
 
 @contextmanager
 def gguf_rows(info: GgufInfo) -> Iterator[GgufRows]:
-    with info.path.open("rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        yield GgufRows(data)
+    with info.path.open("rb") as stream:
+        data = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            yield GgufRows(data)
+        finally:
+            # A view still held by a traceback's frame keeps the map open: it goes with the frame.
+            with suppress(BufferError):
+                data.close()

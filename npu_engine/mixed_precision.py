@@ -116,7 +116,8 @@ def mixed_precision(
     if not candidates or ratio >= 1.0:
         return plans
     names = [plans[i].users[0].get_node().get_friendly_name() for i in candidates]
-    variances = activation_variances(graph, names, token_ids)
+    # Without calibration text, NNCF's data-free score: the inverse INT8 error alone.
+    variances = activation_variances(graph, names, token_ids) if token_ids else [1.0] * len(candidates)
     scores = [
         variance / (int8_error(plans[i].rows, plans[i].weight.shape) + EPS)
         for i, variance in zip(candidates, variances, strict=True)

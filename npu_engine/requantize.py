@@ -10,7 +10,6 @@ compressed weights. Peak memory is the source model, the output model and one bl
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -46,13 +45,6 @@ class Decompression:
     zero_point: ov.Node | None
     scale: ov.Node | None
     shape: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class RequantizeCounts:
-    """What was done, by NNCF mode name (`int4_asym`, `int8_asym`, `fp16`…), in weights."""
-
-    weights: dict[str, int]
 
 
 def find_weights(model: ov.Model) -> list[tuple[Decompression, list[ov.Input]]]:
@@ -263,6 +255,11 @@ def match_exact(weights: Sequence[Decompression], candidates: Sequence[ExactWeig
                 "model OpenVINO GenAI built from it"
             )
         matched.append(unused.pop(min(distances)[1]))
+    if unused:
+        raise ConversionError(
+            f"the model OpenVINO GenAI built does not read {unused[0].name} of the file as a weight "
+            "this converter recognises (npu-convert --dequantize takes the float path)"
+        )
     return matched
 
 
@@ -285,15 +282,12 @@ class WeightPlan:
     group: int
 
 
-def plan_weights(
-    model: ov.Model, recipe: Recipe, exact: Sequence[ExactWeight] | None = None
-) -> list[WeightPlan]:
+def plan_weights(model: ov.Model, recipe: Recipe, exact: Sequence[ExactWeight]) -> list[WeightPlan]:
     """How `recipe` re-compresses each weight of `model`: INT4 recipes keep the embedding and the
     head at INT8 (NNCF's default). `exact` are the weights' true values, as the source file
-    holds them (each graph weight is matched to one); without it, the graph's own rounding of
-    them is used."""
+    holds them: each graph weight is matched to one, and each to a graph weight."""
     weights = find_weights(model)
-    matched = None if exact is None else match_exact([w for w, _ in weights], exact)
+    matched = match_exact([w for w, _ in weights], exact)
     head = _head(model, weights)
     plans = []
     for index, (weight, users) in enumerate(weights):
@@ -302,20 +296,14 @@ def plan_weights(
         group = group_for(recipe, mode, weight.shape[1]) if mode != "fp16" else -1
         if group is None:
             mode, group = "fp16", -1
-        name: str = weight.weights.get_friendly_name()
-        rows: RowSource = partial(dequantize_rows, weight)
-        if matched is not None:
-            name, rows = matched[index].name, matched[index].rows
-        plans.append(WeightPlan(weight, users, name, rows, role, mode, group))
+        source = matched[index]
+        plans.append(WeightPlan(weight, users, source.name, source.rows, role, mode, group))
     return plans
 
 
-def apply_plans(
-    plans: Sequence[WeightPlan], progress: Callable[[int], Any] | None = None
-) -> RequantizeCounts:
+def apply_plans(plans: Sequence[WeightPlan]) -> None:
     """Replace each planned weight in its graph by its re-compressed subgraph."""
-    counts: dict[str, int] = {}
-    for index, plan in enumerate(plans):
+    for plan in plans:
         shape = plan.weight.shape
         if plan.mode == "fp16":
             replacement = fp16_subgraph(shape, plan.rows, plan.name)
@@ -323,10 +311,6 @@ def apply_plans(
             replacement = compressed_subgraph(shape, plan.rows, plan.mode, plan.group, plan.name)
         for user in plan.users:
             user.replace_source_output(replacement)
-        counts[plan.mode] = counts.get(plan.mode, 0) + shape[0] * shape[1]
-        if progress is not None:
-            progress(index + 1)
-    return RequantizeCounts(counts)
 
 
 def _head(model: ov.Model, weights: list[tuple[Decompression, list[ov.Input]]]) -> Decompression | None:

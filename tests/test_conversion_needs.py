@@ -46,10 +46,14 @@ def test_a_conversion_that_does_not_fit_in_memory_is_refused_before_any_work(
 def test_a_catalog_model_is_refused_before_its_download(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "home")
     converter = make_converter(store)
-    converter.memory = lambda: small_machine(8 * GB, 7 * GB)
-    with pytest.raises(ConversionMemoryError, match=r"more than this machine has: 8\.0 GB in all, 7\.0 GB"):
+    converter.memory = lambda: small_machine(4 * GB, 3 * GB)
+    with pytest.raises(ConversionMemoryError, match=r"more than this machine has: 4\.0 GB in all, 3\.0 GB"):
         converter.convert(ConvertRequest(source=f"pkg:{QWEN_LARGE}"))
     assert not (store.root / "sources").exists()  # nothing was downloaded or unpacked
+    # Planned before the download on the bounded path its GGUF takes, mixed precision included.
+    plan = converter.plan(ConvertRequest(source=f"pkg:{QWEN_LARGE}"))
+    assert (plan.recipe.name, plan.recipe.path) == ("int4-asym-mixed", "gguf-direct")
+    assert 4 * GB < plan.needs.peak_memory < 5 * GB
 
 
 def test_estimates_grow_with_weights_recipe_and_source_format(catalog: Catalog) -> None:
