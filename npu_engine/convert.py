@@ -183,9 +183,9 @@ class Converter:
             source_bytes(source),
             source.gguf.tensor_types if source.gguf is not None else frozenset(),
         )
-        why = (
-            gguf_refusal(source.gguf, recipe) if source.gguf is not None and not request.dequantize else None
-        )
+        why = None
+        if source.gguf is not None and not request.dequantize:
+            why = NPU_FLOAT_PATH if request.device == "npu" else gguf_refusal(source.gguf, recipe)
         return replace(plan, not_bounded=why or "")
 
     def plan_tier(
@@ -212,10 +212,9 @@ class Converter:
             "gguf" if kind == "packaged" and isinstance(model.packaged, PackagedFile) else "hf"
         )
         recipe = self._recipe(request, model.parameters, model.family.embedding, model.name)
+        dequantize = request.dequantize or request.device == "npu"
         path = (
-            "dequantized"
-            if request.dequantize and source_format == "gguf"
-            else catalog_path(source_format, recipe)
+            "dequantized" if dequantize and source_format == "gguf" else catalog_path(source_format, recipe)
         )
         recipe = replace(recipe, path=path)
         name = check_name(request.name or f"{model.name}-{recipe.name}")
@@ -278,7 +277,8 @@ class Converter:
                 request, source.parameters, source.embedding is not None, source.default_name
             )
             dequantize = request.dequantize and source.gguf is not None
-            return replace(recipe, path="dequantized" if dequantize else conversion_path(source, recipe))
+            path = "dequantized" if dequantize else conversion_path(source, recipe, request.device)
+            return replace(recipe, path=path)
         recipe = replace(source.recipe, path="stored")
         if request.recipe is not None:
             raise UserInputError(
@@ -346,10 +346,7 @@ class Converter:
         model_folder = stage / "model"
         if recipe.path == "gguf-direct" and source.gguf is not None:
             try:
-                with self.reporter.step(
-                    f"building OpenVINO IR from {source.path.name}'s quantized tensors, "
-                    f"one weight at a time, with recipe {recipe.name}"
-                ):
+                with self.reporter.step(f"building the IR one weight at a time with recipe {recipe.name}"):
                     gguf_export.export_ir_from_gguf(source.gguf, model_folder, recipe, stage)
                 return self._commit(model_folder, source, recipe, request, name, replace)
             except gguf_export.GraphNotBuilt as error:
@@ -426,7 +423,7 @@ class Converter:
         return [self.catalog.model(model).preferred_source for model in models]
 
 
-def conversion_path(source: ResolvedSource, recipe: Recipe) -> str:
+def conversion_path(source: ResolvedSource, recipe: Recipe, device: DeviceClass = "cpu") -> str:
     """How `source` converts with `recipe` (recipes.CONVERSION_PATHS): a GGUF whose tensors OpenVINO
     GenAI reads, with a data-free recipe, is built from its quantized tensors in bounded memory;
     it gives the same compressed weights as de-quantizing first (tests/test_gguf_export.py)."""
@@ -434,7 +431,14 @@ def conversion_path(source: ResolvedSource, recipe: Recipe) -> str:
         return "stored"
     if source.gguf is None:
         return "exported"
+    if device == "npu":
+        return "dequantized"
     return "gguf-direct" if gguf_refusal(source.gguf, recipe) is None else "dequantized"
+
+
+# OpenVINO GenAI's GGUF-built graph does not compile for the NPU (NPUW's static reshape fails on
+# its key/value broadcast, seen on the emulated NPU), so NPU models keep optimum-intel's graph.
+NPU_FLOAT_PATH = "the NPU needs optimum-intel's graph"
 
 
 def source_needs(source: ResolvedSource, recipe: Recipe) -> ConversionNeeds:

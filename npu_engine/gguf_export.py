@@ -11,6 +11,7 @@ import gc
 import shutil
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from npu_engine.errors import ConversionError
 from npu_engine.gguf_file import GgufInfo, read_gguf
@@ -84,6 +85,7 @@ def _export(info: GgufInfo, output: Path, recipe: Recipe, stage: Path) -> None:
             token_ids = calibration_token_ids(output, texts[: recipe.num_samples or len(texts)])
             plans = mixed_precision(plans, recipe.ratio, graph / "openvino_model.xml", token_ids)
         apply_plans(plans)
+        record_compression(model, recipe, plans)
         ov.save_model(model, output / "openvino_model.xml", compress_to_fp16=False)
         del model, exact, plans
         gc.collect()
@@ -93,6 +95,25 @@ def _export(info: GgufInfo, output: Path, recipe: Recipe, stage: Path) -> None:
 class GraphNotBuilt(ConversionError):
     """OpenVINO GenAI's reader could not build the model from the file: the converter takes the
     de-quantize path instead."""
+
+
+def record_compression(model: Any, recipe: Recipe, plans: list[Any]) -> None:
+    """The runtime info NNCF writes of a compression (`nncf/weight_compression`), which a
+    pre-converted IR's recipe is read from (sources/ir.py)."""
+    int4 = any(plan.mode.startswith("int4") for plan in plans)
+    mode = {True: "int4", False: "int8"}[int4] + ("_sym" if recipe.sym else "_asym")
+    if recipe.weight_format == "fp16":
+        return
+    values = {
+        "mode": mode,
+        "group_size": str(recipe.group_size if int4 else -1),
+        "ratio": str(recipe.ratio),
+        "awq": "False",
+        "scale_estimation": "False",
+        "gptq": "False",
+    }
+    for key, value in values.items():
+        model.set_rt_info(value, ["nncf", "weight_compression", key])
 
 
 def build_graph(info: GgufInfo, folder: Path, tokenizer_dir: Path) -> Path:

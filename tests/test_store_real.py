@@ -91,20 +91,23 @@ def generous_once() -> DiskFree:
     return disk_free
 
 
-@pytest.mark.parametrize("size", ["300m", "600m"])
+@pytest.mark.parametrize(("size", "dequantize"), [("300m", True), ("600m", True), ("200m", False)])
 def test_a_disk_that_fills_up_mid_conversion_is_one_line(
     tmp_path: Path,
     smollm_gguf: Path,
     size: str,
+    dequantize: bool,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """300 MB fills while de-quantizing (safetensors); 600 MB while exporting (OpenVINO)."""
+    """On the float path 300 MB fills while de-quantizing (safetensors), 600 MB while exporting
+    (OpenVINO); on the bounded path 200 MB fills while writing the FP16 IR."""
     with tmpfs(tmp_path / "disk", size) as disk:
         store = ModelStore(disk / "home", disk_free=generous_once())
 
         def convert() -> int:
-            make_converter(store).convert(ConvertRequest(source=str(smollm_gguf), recipe="fp16"))
+            request = ConvertRequest(source=str(smollm_gguf), recipe="fp16", dequantize=dequantize)
+            make_converter(store).convert(request)
             return 0
 
         caplog.set_level("INFO", logger="npu_engine")
