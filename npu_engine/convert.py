@@ -25,6 +25,7 @@ from npu_engine.errors import ConversionError, ModelExistsError, ModelNotFoundEr
 from npu_engine.files import folder_size, human_bytes
 from npu_engine.gguf_export import recipe_refusal
 from npu_engine.gguf_export import refusal as gguf_refusal
+from npu_engine.gguf_file import GgufInfo
 from npu_engine.manifest import MANIFEST_NAME, Manifest, SourceInfo, hash_folder
 from npu_engine.progress import Reporter
 from npu_engine.recipes import DeviceClass, Recipe, RecipeBook
@@ -185,7 +186,7 @@ class Converter:
         )
         why = None
         if source.gguf is not None and not request.dequantize:
-            why = NPU_FLOAT_PATH if request.device == "npu" else gguf_refusal(source.gguf, recipe)
+            why = bounded_refusal(request.device, recipe, source.gguf)
         return replace(plan, not_bounded=why or "")
 
     def plan_tier(
@@ -212,10 +213,7 @@ class Converter:
             "gguf" if kind == "packaged" and isinstance(model.packaged, PackagedFile) else "hf"
         )
         recipe = self._recipe(request, model.parameters, model.family.embedding, model.name)
-        dequantize = request.dequantize or request.device == "npu"
-        path = (
-            "dequantized" if dequantize and source_format == "gguf" else catalog_path(source_format, recipe)
-        )
+        path = gguf_path(request, recipe, None) if source_format == "gguf" else "exported"
         recipe = replace(recipe, path=path)
         name = check_name(request.name or f"{model.name}-{recipe.name}")
         done = self._done(name, request, recipe, lambda m: m.source.id == request.source)
@@ -276,9 +274,7 @@ class Converter:
             recipe = self._recipe(
                 request, source.parameters, source.embedding is not None, source.default_name
             )
-            dequantize = request.dequantize and source.gguf is not None
-            path = "dequantized" if dequantize else conversion_path(source, recipe, request.device)
-            return replace(recipe, path=path)
+            return replace(recipe, path=conversion_path(source, recipe, request))
         recipe = replace(source.recipe, path="stored")
         if request.recipe is not None:
             raise UserInputError(
@@ -423,17 +419,31 @@ class Converter:
         return [self.catalog.model(model).preferred_source for model in models]
 
 
-def conversion_path(source: ResolvedSource, recipe: Recipe, device: DeviceClass = "cpu") -> str:
-    """How `source` converts with `recipe` (recipes.CONVERSION_PATHS): a GGUF whose tensors OpenVINO
-    GenAI reads, with a data-free recipe, is built from its quantized tensors in bounded memory;
-    it gives the same compressed weights as de-quantizing first (tests/test_gguf_export.py)."""
+def conversion_path(source: ResolvedSource, recipe: Recipe, request: ConvertRequest) -> str:
+    """How `source` converts with `recipe` (see Recipe.path): a GGUF takes the bounded path unless
+    `bounded_refusal` or the request says otherwise; it gives the same compressed weights as
+    de-quantizing first (tests/test_gguf_export.py)."""
     if source.format == "ir":
         return "stored"
     if source.gguf is None:
         return "exported"
-    if device == "npu":
+    return gguf_path(request, recipe, source.gguf)
+
+
+def gguf_path(request: ConvertRequest, recipe: Recipe, info: GgufInfo | None) -> str:
+    """The path of a GGUF conversion; `info` None is a catalog model planned before its file is
+    read (its tensor types decide once it is, and the memory check is made again then)."""
+    if request.dequantize or bounded_refusal(request.device, recipe, info):
         return "dequantized"
-    return "gguf-direct" if gguf_refusal(source.gguf, recipe) is None else "dequantized"
+    return "gguf-direct"
+
+
+def bounded_refusal(device: DeviceClass, recipe: Recipe, info: GgufInfo | None) -> str | None:
+    """Why a GGUF conversion for `device` with `recipe` cannot take the bounded path (of `info`,
+    when its file is read); None when it can."""
+    if device == "npu":
+        return NPU_FLOAT_PATH
+    return gguf_refusal(info, recipe) if info is not None else recipe_refusal(recipe)
 
 
 # OpenVINO GenAI's GGUF-built graph does not compile for the NPU (NPUW's static reshape fails on
@@ -449,15 +459,6 @@ def source_needs(source: ResolvedSource, recipe: Recipe) -> ConversionNeeds:
 def source_bytes(source: ResolvedSource) -> int:
     """The size the estimates go by: a GGUF file's, or a pre-converted IR folder's."""
     return source.gguf.size if source.gguf is not None else source.size
-
-
-def catalog_path(source_format: SourceFormat, recipe: Recipe) -> str:
-    """The path a catalog model's conversion is planned with before its file is read: a GGUF
-    with a recipe the bounded path runs is expected to take it (the file's tensor types decide
-    once it is read, and the memory check is made again then)."""
-    if source_format != "gguf":
-        return "exported"
-    return "dequantized" if recipe_refusal(recipe) else "gguf-direct"
 
 
 @contextmanager

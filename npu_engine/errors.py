@@ -111,6 +111,12 @@ _SOURCE_LINE = re.compile(r"^Exception(?: from)?$", re.IGNORECASE)
 MAX_MESSAGE_CHARS = 4000  # a user needs the sentence; the log keeps the rest
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of a library's error message (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def presentable(error: BaseException | str) -> str:
     """An exception's message fit to show a user: on one line, without the file paths and source
     locations that libraries (OpenVINO's `Exception from src/...cpp:112:`, build paths) put in it.

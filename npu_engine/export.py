@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from npu_engine.errors import ConversionError
+from npu_engine.errors import ConversionError, first_line
 from npu_engine.gguf_file import GgufInfo
 from npu_engine.gguf_tokenizer import write_tokenizer
 from npu_engine.recipes import Recipe, calibration_texts
@@ -114,7 +114,7 @@ def export_ir(
                 trust_remote_code=trust_remote_code,
             )
     except (ValueError, KeyError, NotImplementedError, RuntimeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise ConversionError(f"export to OpenVINO failed: {first}") from error
     if not (output / "openvino_model.xml").is_file() or not (output / "openvino_tokenizer.xml").is_file():
         raise ConversionError(f"export to OpenVINO left no model or tokenizer in {output}")

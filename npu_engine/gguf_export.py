@@ -9,16 +9,20 @@ precision measures its activations on the GenAI-built model (`mixed_precision`).
 
 import gc
 import shutil
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from npu_engine.errors import ConversionError
+from npu_engine.errors import ConversionError, first_line
 from npu_engine.gguf_file import GgufInfo, read_gguf
 from npu_engine.gguf_standin import needs_standin, standin_refusal, write_standin
 from npu_engine.gguf_tokenizer import write_tokenizer
 from npu_engine.gguf_weights import gguf_rows, matrices, unsupported
 from npu_engine.recipes import Recipe, calibration_texts
+
+if TYPE_CHECKING:
+    from npu_engine.requantize import WeightPlan
 
 # What the conversion libraries raise for a model they cannot handle (OSError passes: a full disk
 # is recognised by the converter).
@@ -48,7 +52,7 @@ def export_ir_from_gguf(info: GgufInfo, output: Path, recipe: Recipe, stage: Pat
     except ConversionError:
         raise
     except LIBRARY_ERRORS as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise ConversionError(
             f"building {info.path.name} from its quantized tensors failed: {first}"
         ) from error
@@ -97,15 +101,14 @@ class GraphNotBuilt(ConversionError):
     de-quantize path instead."""
 
 
-def record_compression(model: Any, recipe: Recipe, plans: list[Any]) -> None:
+def record_compression(model: Any, recipe: Recipe, plans: Sequence["WeightPlan"]) -> None:
     """The runtime info NNCF writes of a compression (`nncf/weight_compression`), which a
     pre-converted IR's recipe is read from (sources/ir.py)."""
-    int4 = any(plan.mode.startswith("int4") for plan in plans)
-    mode = {True: "int4", False: "int8"}[int4] + ("_sym" if recipe.sym else "_asym")
     if recipe.weight_format == "fp16":
         return
+    int4 = any(plan.mode.startswith("int4") for plan in plans)
     values = {
-        "mode": mode,
+        "mode": ("int4" if int4 else "int8") + ("_sym" if recipe.sym else "_asym"),
         "group_size": str(recipe.group_size if int4 else -1),
         "ratio": str(recipe.ratio),
         "awq": "False",
@@ -130,7 +133,7 @@ def build_graph(info: GgufInfo, folder: Path, tokenizer_dir: Path) -> Path:
         tokenizer = openvino_genai.Tokenizer(str(tokenizer_dir))
         pipeline = openvino_genai.LLMPipeline(str(link), tokenizer, "CPU", {}, enable_save_ov_model=True)
     except Exception as error:  # the C++ reader's std::out_of_range arrives as IndexError
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise GraphNotBuilt(f"OpenVINO GenAI could not build {info.path.name}: {first}") from None
     del pipeline, tokenizer
     gc.collect()

@@ -35,22 +35,33 @@ def standin_refusal(info: GgufInfo) -> str | None:
     return None  # every quantized type here has blocks of 32 or 256 values: Q8_0's 32 divide them
 
 
+def copy_metadata(
+    reader: Any, writer: Any, overrides: dict[str, Any] | None = None, skip: tuple[str, ...] = ()
+) -> None:
+    """Every metadata key of a GGUFReader into a GGUFWriter, with its types, but the reader's own
+    header fields, the architecture (the writer has it) and `skip`; `overrides` replace values."""
+    from gguf import GGUFValueType
+
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture" or key in skip:
+            continue
+        kind = field.types[0]
+        sub = field.types[1] if kind == GGUFValueType.ARRAY else None
+        value = (overrides or {}).get(key, field.contents())
+        writer.add_key_value(key, value, kind, sub_type=sub)
+
+
 def write_standin(info: GgufInfo, out: Path) -> None:
     """Write the stand-in of `info` to `out`: its metadata, and its tensors, each of a type GenAI's
     reader does not take re-quantized to Q8_0 (BF16 to F16)."""
-    from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
+    from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
     from gguf.quants import dequantize, quantize
 
     reader = GGUFReader(info.path)
     writer = GGUFWriter(str(out), info.architecture)
     if info.alignment != writer.data_alignment:
         writer.add_custom_alignment(info.alignment)
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key in ("general.architecture", "general.alignment"):
-            continue
-        kind = field.types[0]
-        sub = field.types[1] if kind == GGUFValueType.ARRAY else None
-        writer.add_key_value(key, field.contents(), kind, sub_type=sub)
+    copy_metadata(reader, writer, skip=("general.alignment",))
     for tensor in reader.tensors:
         data: Any = tensor.data
         kind = GGMLQuantizationType(int(tensor.tensor_type))

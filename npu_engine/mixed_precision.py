@@ -124,9 +124,7 @@ def mixed_precision(
     ]
     sizes = [plans[i].weight.shape[0] * plans[i].weight.shape[1] for i in candidates]
     keep = int4_layers(sizes, scores, ratio)
+    back_to_int8 = {index for k, index in enumerate(candidates) if k not in keep}
     return [
-        replace(plan, mode=INT8_ASYM, group=-1)
-        if i in candidates and candidates.index(i) not in keep
-        else plan
-        for i, plan in enumerate(plans)
+        replace(plan, mode=INT8_ASYM, group=-1) if i in back_to_int8 else plan for i, plan in enumerate(plans)
     ]

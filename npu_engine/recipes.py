@@ -8,10 +8,6 @@ from npu_engine.data import read_json, read_lines
 from npu_engine.errors import UserInputError
 
 DeviceClass = Literal["cpu", "gpu", "npu"]
-# gguf-direct: built from a GGUF's quantized tensors, one weight at a time (gguf_export);
-# dequantized: a GGUF de-quantized to a float model, then exported by optimum-intel;
-# exported: a Hugging Face model exported by optimum-intel; stored: a pre-converted IR kept as it is.
-CONVERSION_PATHS = ("gguf-direct", "dequantized", "exported", "stored")
 DEVICE_CLASSES: tuple[DeviceClass, ...] = ("cpu", "gpu", "npu")
 WeightFormat = Literal["int4", "int8", "fp16"]
 # Bytes on disk and in memory per weight, scales and the INT8 embeddings included (measured on
@@ -36,8 +32,11 @@ class Recipe:
     num_samples: int | None
     group_size_fallback: str
     devices: tuple[DeviceClass, ...]
-    # How the conversion that used it ran (CONVERSION_PATHS), recorded in the manifest; not part
-    # of what makes two recipes the same.
+    # How the conversion that used it ran, recorded in the manifest; not part of what makes two
+    # recipes the same. gguf-direct: built from a GGUF's quantized tensors, one weight at a time
+    # (gguf_export); dequantized: a GGUF de-quantized to a float model, then exported by
+    # optimum-intel; exported: a Hugging Face model exported by optimum-intel; stored: a
+    # pre-converted IR kept as it is; "" in manifests written before paths were recorded.
     path: str = field(default="", compare=False)
 
     @property

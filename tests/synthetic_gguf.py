@@ -63,7 +63,9 @@ def write_synthetic_gguf(
     """Write `out`: `source`'s metadata (tokenizer, chat template) with `shape`'s tensors of random
     values, matrices quantized to `quant`, norms and biases in float32; `layers` overrides the
     shape's layer count (a few real-shaped layers). Returns its weight count."""
-    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+    from gguf import GGUFReader, GGUFWriter
+
+    from npu_engine.gguf_standin import copy_metadata
 
     reader = GGUFReader(source)
     architecture = str(reader.fields["general.architecture"].contents())
@@ -82,15 +84,8 @@ def write_synthetic_gguf(
         f"{architecture}.rope.dimension_count": head,
     }
     writer = GGUFWriter(str(out), architecture)
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key == "general.architecture":
-            continue
-        value: Any = overrides.get(key, field.contents())
-        if key == "general.file_type":  # written with the new tensors, for their type
-            continue
-        vtype = field.types[0]
-        sub = field.types[1] if vtype == GGUFValueType.ARRAY else None
-        writer.add_key_value(key, value, vtype, sub_type=sub)
+    # general.file_type is written with the new tensors, for their type.
+    copy_metadata(reader, writer, overrides, skip=("general.file_type",))
     write_weights(writer, shape, vocab, quant, seed)
     return shape.parameters(vocab)
 

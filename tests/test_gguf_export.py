@@ -201,9 +201,10 @@ def test_which_sources_take_the_bounded_path(tiny_llama: Path, qwen_gguf: Path) 
     recipes = load_recipe_book()
     reporter = SilentReporter()
     llama = resolve_gguf(tiny_llama, reporter)
-    assert conversion_path(llama, recipes.get("int8")) == "gguf-direct"
-    assert conversion_path(llama, recipes.get("int4-asym-mixed")) == "gguf-direct"
-    assert conversion_path(llama, recipes.get("int4-asym-awq")) == "dequantized"
+    on_cpu = ConvertRequest(source=str(tiny_llama))
+    assert conversion_path(llama, recipes.get("int8"), on_cpu) == "gguf-direct"
+    assert conversion_path(llama, recipes.get("int4-asym-mixed"), on_cpu) == "gguf-direct"
+    assert conversion_path(llama, recipes.get("int4-asym-awq"), on_cpu) == "dequantized"
     assert refusal(read_gguf(tiny_llama), recipes.get("int4-asym-gptq")) is not None
     # The packaged Qwen2.5-Coder-0.5B holds Q5_0 tensors, which GenAI's reader refuses: a stand-in
     # with Q8_0 in their place gives it the graph.

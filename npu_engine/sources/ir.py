@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from npu_engine.errors import SourceError
+from npu_engine.errors import SourceError, first_line
 from npu_engine.files import folder_size
 from npu_engine.progress import Reporter
 from npu_engine.recipes import DeviceClass, Recipe, WeightFormat
@@ -160,7 +160,7 @@ def resolve_ir_folder(
         config: dict[str, Any] = json.loads((folder / "config.json").read_text("utf-8"))
         model = ov.Core().read_model(folder / MODEL_XML)
     except (ValueError, RuntimeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise SourceError(f"{folder} is not a readable OpenVINO model: {first}") from None
     hashed = sorted(path for path in folder.rglob("*") if path.is_file() and path.name != "manifest.json")
     digest = folder_digest(folder, hashed, reporter)
