@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar, get_args
 
 from npu_engine.answers import has_closed_block
+from npu_engine.backends.pipeline_spec import Backend
 from npu_engine.coding_tasks import CodingTask, TaskOutcome, score_task
 from npu_engine.data import read_lines
 from npu_engine.engine import Engine
@@ -20,7 +21,7 @@ from npu_engine.errors import EngineBusyError
 from npu_engine.generation import GenerationMetrics, Message, RawGeneration, SamplingOptions, TextSink
 from npu_engine.machine import peak_memory
 from npu_engine.request import BackendChoice, Decoding, GenerationResult
-from npu_engine.scheduler import Measurement
+from npu_engine.scheduler import REMOTE, Measurement
 
 QUALITY_MAX_NEW_TOKENS = 512
 _R = TypeVar("_R")
@@ -336,7 +337,7 @@ def to_measurements(
     measured = [
         Measurement(
             s.tier,
-            _kind(s.device),
+            _kind(s.device) if s.backend in get_args(Backend) else REMOTE,
             s.tokens_per_second.mean,
             s.ttft_ms.mean,
             s.mode,

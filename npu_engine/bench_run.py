@@ -38,6 +38,7 @@ from npu_engine.errors import NpuEngineError, UserInputError
 from npu_engine.generation import TextSink
 from npu_engine.machine import decode_ceiling, decode_read_bytes, machine_facts, measure_read_bandwidth
 from npu_engine.manifest import Manifest
+from npu_engine.request import BackendChoice
 from npu_engine.scheduler import Measurement
 from npu_engine.store import ModelStore
 
@@ -183,7 +184,9 @@ def engines_per_kind(plan: RunPlan, inventory: Inventory, engines: EngineFactory
 
 def _speed(plan: RunPlan, engines: Engines, results: BenchResults, say: Callable[[str], None]) -> None:
     """Each tier and mode on each device, and on the CPU each backend (llama.cpp decodes plainly);
-    tiers that share a model (and draft) are measured once."""
+    tiers that share a model (and draft) are measured once. A tier remote-tiers.json places on a
+    server is measured there too, plainly, once."""
+    servers_measured: set[str] = set()
     for kind, engine in engines:
         measured: dict[tuple[str, str | None, str, str], SpeedSummary] = {}
         for tier in plan.tiers:
@@ -191,9 +194,12 @@ def _speed(plan: RunPlan, engines: Engines, results: BenchResults, say: Callable
             for mode in plan.modes:
                 if mode == "speculative" and spec.draft is None:
                     continue
-                backends: list[Backend] = ["openvino"]
+                backends: list[BackendChoice] = ["openvino"]
                 if kind == "cpu" and mode == "plain" and not engine.emulates_npu:
                     backends.append("llama.cpp")
+                if mode == "plain" and engine.placed_server(tier) and tier not in servers_measured:
+                    servers_measured.add(tier)
+                    backends.append("remote")
                 for backend in backends:
                     key = (spec.model, spec.draft if mode == "speculative" else None, mode, backend)
                     if key in measured:

@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from pathlib import Path
 from typing import get_args
 
 from npu_engine.catalog import EMBED_TIER, TIERS, load_catalog
@@ -10,13 +11,14 @@ from npu_engine.convert import Converter, ConvertRequest, describe, describe_pla
 from npu_engine.errors import ConversionMemoryError, StoreError
 from npu_engine.files import human_bytes
 from npu_engine.manifest import verify_files
+from npu_engine.ovms_export import OVMS_DEVICES, OvmsRequest, export_ovms
 from npu_engine.progress import Reporter, RichReporter, SilentReporter
 from npu_engine.recipes import DeviceClass, load_recipe_book
 from npu_engine.settings import catalog_profile, engine_home, ollama_models_dir
 from npu_engine.sources import SPEC_HELP
 from npu_engine.store import ModelStore
 
-COMMANDS = ("convert", "tier", "list", "verify", "rm", "prune-cache")
+COMMANDS = ("convert", "tier", "list", "verify", "rm", "prune-cache", "export-ovms")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("name")
     remove = commands.add_parser("rm", help="remove a model from the store")
     remove.add_argument("name")
+    ovms = commands.add_parser(
+        "export-ovms",
+        help="write a converted model into an OpenVINO Model Server repository (config.json, graph.pbtxt)",
+    )
+    ovms.add_argument("name", help="a model in the store")
+    ovms.add_argument(
+        "directory", type=Path, help="the repository folder (created; its config.json is updated)"
+    )
+    ovms.add_argument("--servable", help="the name OVMS serves it under (default: the model's name)")
+    ovms.add_argument(
+        "--device", choices=OVMS_DEVICES, help="OVMS target device (default: the one it was converted for)"
+    )
+    ovms.add_argument("--draft", help="a model in the store to draft for it (speculative decoding)")
+    ovms.add_argument(
+        "--force", action="store_true", help="replace a servable of that name in the repository"
+    )
     return parser
 
 
@@ -109,6 +127,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "verify":
         return _verify(store, args.name, reporter)
+    if args.command == "export-ovms":
+        return _export_ovms(store, args)
     manifest = store.remove(args.name)
     if manifest is None:
         print(f"removed {args.name} (it was not a complete model)")
@@ -168,6 +188,19 @@ def _list(store: ModelStore, cache: bool) -> int:
             f"compiled-model cache in {store.cache_dir}: {human_bytes(sum(per_model.values()) + rest)}, "
             f"{human_bytes(rest)} of it no model's (npu-convert prune-cache deletes that)"
         )
+    return 0
+
+
+def _export_ovms(store: ModelStore, args: argparse.Namespace) -> int:
+    request = OvmsRequest(args.name, args.directory, args.servable, args.device, args.draft, force=args.force)
+    catalog = load_catalog()
+    model = catalog.models.get(store.get(args.name).model)
+    done = export_ovms(store, request, model.family if model is not None else None)
+    print(
+        f"{done.servable}: {human_bytes(done.size)} in {done.folder} for {done.device}, "
+        f"listed in {done.config} "
+        f"(serve with: ovms --rest_port 8000 --config_path {done.config})"
+    )
     return 0
 
 

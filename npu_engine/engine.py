@@ -10,7 +10,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -20,7 +20,7 @@ from npu_engine.backends.factory import OpenVinoPipelineFactory
 from npu_engine.bridge import Run
 from npu_engine.catalog import EMBED_TIER, Catalog, CatalogModel, TierSpec, load_catalog
 from npu_engine.device_profile import TunedSettings
-from npu_engine.devices import DeviceKind, Inventory, discover
+from npu_engine.devices import Device, DeviceKind, Inventory, discover
 from npu_engine.embedding import EmbeddingResult, EmbedRequest
 from npu_engine.errors import (
     EngineBusyError,
@@ -58,7 +58,14 @@ from npu_engine.targets import (
     Unavailable,
     result_of,
 )
-from npu_engine.wiring import measured_speeds, remotes_from_settings, tuned_settings, with_emulated_npu
+from npu_engine.wiring import (
+    configured_remote_tiers,
+    measured_speeds,
+    placed_targets,
+    remotes_from_settings,
+    tuned_settings,
+    with_emulated_npu,
+)
 
 log = logging.getLogger("npu_engine")
 _T = TypeVar("_T", bound=Target)
@@ -91,6 +98,8 @@ class Engine:
     `prefix_reuse` keeps a pipeline's KV cache from one request to the next where that leaves
     answers unchanged (see backends/llama_cpp.py); off, every prompt is evaluated whole.
     `tuned` are the runtime settings `npu-bench tune` measured per converted model and device.
+    `placed` are the servers remote-tiers.json places tiers on, by tier (the planner's
+    `remote_tiers` say where in a tier's chain each goes).
     """
 
     def __init__(
@@ -101,6 +110,7 @@ class Engine:
         router: Router,
         remotes: Sequence[RemoteTarget] = (),
         *,
+        placed: Mapping[str, RemoteTarget] | None = None,
         emulate_npu: bool = False,
         continuous_batching: bool = False,
         allow_modified_models: bool = False,
@@ -114,6 +124,7 @@ class Engine:
         self._pool = pool
         self._router = router
         self._remotes = tuple(remotes)
+        self._placed = dict(placed or {})
         self._emulate_npu = emulate_npu
         self._loader = PipelineLoader(
             store, pool, continuous_batching, allow_modified_models, prefix_reuse, tuned
@@ -161,6 +172,7 @@ class Engine:
         emulate_npu = emulate_npu and not inventory.of_kind("npu")
         if emulate_npu:
             inventory = with_emulated_npu(inventory)
+        remote_tiers = configured_remote_tiers(store)
         planner = Planner(
             catalog.profile(profile),
             catalog,
@@ -168,6 +180,7 @@ class Engine:
             inventory,
             memory_budget or default_budget(inventory),
             measured_speeds(store) if measurements is None else measurements,
+            remote_tiers,
         )
         pool = PipelinePool(
             pipeline_factory or OpenVinoPipelineFactory(),
@@ -183,6 +196,7 @@ class Engine:
             pool,
             router,
             remotes_from_settings(catalog) if remotes is None else remotes,
+            placed=placed_targets(remote_tiers),
             emulate_npu=emulate_npu,
             continuous_batching=continuous_batching,
             allow_modified_models=allow_modified_models,
@@ -249,6 +263,10 @@ class Engine:
             )
         request.validate()
         tier = self._planner.tier(request.tier)
+        if request.backend == "remote" and request.tier not in self._placed:
+            raise UserInputError(
+                f"tier {request.tier!r} has no remote server (remote-tiers.json in {self._store.root})"
+            )
         if self._embeds(tier):
             raise UserInputError(
                 f"tier {request.tier!r} serves {tier.model}, an embedding model: it does not chat or "
@@ -423,6 +441,10 @@ class Engine:
         """Where each tier runs now, given the converted models in the store."""
         return self._planner.plan(self._store.manifests())
 
+    def placed_server(self, tier: str) -> str | None:
+        """The server remote-tiers.json places `tier` on; None when it has none."""
+        return self._placed[tier].name if tier in self._placed else None
+
     def chain(self, tier: str) -> list[Target]:
         """The targets a request for `tier` tries, in order."""
         return list(self._chain(tier, self._store.manifests()))
@@ -477,8 +499,12 @@ class Engine:
         return self._planner.catalog.model(spec.model).family
 
     def _chain(self, tier: str, manifests: Sequence[Manifest]) -> tuple[Target, ...]:
-        devices: list[Target] = [self._devices[d.name] for d in self._planner.devices(tier, manifests)]
-        return (*devices, *self._remotes)
+        targets: list[Target] = [
+            self._devices[target.name] if isinstance(target, Device) else self._placed[target.tier]
+            for target in self._planner.targets(tier, manifests)
+            if isinstance(target, Device) or target.tier in self._placed
+        ]
+        return (*targets, *self._remotes)
 
     def _devices_by_name(self, device: str) -> DeviceTarget:
         return self._devices[self._planner.inventory.device(device).name]

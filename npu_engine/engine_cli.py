@@ -24,6 +24,7 @@ from npu_engine.scheduler import default_budget
 from npu_engine.server.config import DEFAULT_PORT, ServerConfig, is_loopback, keep_alive_seconds
 from npu_engine.settings import api_key_setting, catalog_profile, engine_home, router_rules_path
 from npu_engine.store import ModelStore
+from npu_engine.wiring import configured_remote_tiers
 
 ALLOW_MODIFIED_HELP = "serve model files that no longer match their manifest (with a warning)"
 
@@ -149,6 +150,7 @@ def _run(args: argparse.Namespace) -> int:
             inventory,
             default_budget(inventory),
             measurements,
+            configured_remote_tiers(store),
         )
         placed = planner.plan(manifests)
         print(placed.explain())
@@ -304,10 +306,6 @@ def _print_inventory(inventory: Inventory) -> None:
         )
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _gguf_here(manifests: list[Manifest], model: str, planner: Planner, store: ModelStore) -> bool:
     """Whether the CPU conversion of `model` has its source GGUF on this machine."""
     manifest = planner.conversion(manifests, model, "cpu")
@@ -317,3 +315,7 @@ def _gguf_here(manifests: list[Manifest], model: str, planner: Planner, store: M
 
 def _embeds(planner: Planner, model: str) -> bool:
     return planner.catalog.model(model).family.embedding
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,7 +5,7 @@ conversion runs on a device, and which decoding mode a request gets. It reads no
 model: the converted models are passed in."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from npu_engine.backends.pipeline_spec import Backend, DecodingMode
 from npu_engine.catalog import Catalog, Profile, TierSpec
@@ -14,8 +14,9 @@ from npu_engine.devices import Device, DeviceKind, Inventory
 from npu_engine.errors import UserInputError
 from npu_engine.manifest import Manifest
 from npu_engine.recipes import RecipeBook
+from npu_engine.remote_tiers import RemoteTier
 from npu_engine.request import BackendChoice, Decoding
-from npu_engine.scheduler import Measurement, Plan, plan
+from npu_engine.scheduler import Measurement, Plan, plan, with_remote
 
 # Unmeasured, a CPU tier runs on llama.cpp where its source GGUF is here: on both machine classes
 # measured (2 and 16 cores), llama.cpp decoded as fast or faster on the same weights (README).
@@ -57,6 +58,7 @@ class Planner:
         inventory: Inventory,
         memory_budget: int,
         measurements: Sequence[Measurement] = (),
+        remote_tiers: Sequence[RemoteTier] = (),
     ) -> None:
         self.profile = profile
         self.catalog = catalog
@@ -64,23 +66,43 @@ class Planner:
         self.inventory = inventory
         self.memory_budget = memory_budget
         self.measurements = list(measurements)
+        self.remote_tiers = {remote.tier: remote for remote in remote_tiers if remote.tier in profile.tiers}
 
     def tier(self, tier: str) -> TierSpec:
         """The profile's tier; UserInputError naming the profile's tiers when it has no such tier."""
         return self.profile.tier(tier)
 
     def plan(self, manifests: Sequence[Manifest]) -> Plan:
-        """Where each tier runs, given the converted models."""
+        """Where each tier runs, given the converted models; a tier remote-tiers.json places on a
+        server has it in its chain (see scheduler.with_remote)."""
         demands = tier_demands(self.profile, self.catalog, list(manifests), self.recipes)
-        return plan(self.inventory, demands, self.memory_budget, self.measurements)
+        planned = plan(self.inventory, demands, self.memory_budget, self.measurements)
+        placements = []
+        for placement in planned.placements:
+            remote = self.remote_tiers.get(placement.tier)
+            if remote is not None:
+                kind = self.inventory.device(placement.device).kind if placement.device else None
+                converted = kind is not None and self.conversion(manifests, placement.model, kind) is not None
+                placement = with_remote(placement, remote.server, kind, converted, self.measurements)
+            placements.append(placement)
+        return replace(planned, placements=tuple(placements))
 
     def devices(self, tier: str, manifests: Sequence[Manifest]) -> list[Device]:
         """The devices a request for `tier` tries, in order: where the plan places it, then the
         other devices it fits on."""
+        return [target for target in self.targets(tier, manifests) if isinstance(target, Device)]
+
+    def targets(self, tier: str, manifests: Sequence[Manifest]) -> list[Device | RemoteTier]:
+        """What a request for `tier` tries, in order: its devices as `devices` gives them, with the
+        tier's remote server before or after them as the plan puts it."""
         self.tier(tier)
         placement = self.plan(manifests).placement(tier)
         names = ([placement.device] if placement.device else []) + list(placement.fallback_devices)
-        return [self.inventory.device(name) for name in names]
+        found: list[Device | RemoteTier] = [self.inventory.device(name) for name in names]
+        remote = self.remote_tiers.get(tier)
+        if remote is not None:
+            found.insert(0 if placement.remote_first else len(found), remote)
+        return found
 
     def conversion(self, manifests: Sequence[Manifest], model: str, kind: DeviceKind) -> Manifest | None:
         """The converted model that runs `model` on a device of `kind` (see demands.manifest_for)."""

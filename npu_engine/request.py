@@ -21,8 +21,9 @@ from npu_engine.tool_format import ToolConstraint, constraint, validate_tool_mes
 from npu_engine.tools import Tool, ToolCall, ToolChoice
 
 Decoding = Literal["auto", "plain", "speculative", "prompt_lookup"]
-# The backend asked for: `auto` is the one expected fastest for the request (see Planner.backend).
-BackendChoice = Literal["auto", "openvino", "llama.cpp"]
+# The backend asked for: `auto` is the one expected fastest for the request (see Planner.backend);
+# `remote` the server remote-tiers.json places the tier on.
+BackendChoice = Literal["auto", "openvino", "llama.cpp", "remote"]
 AUTO = "auto"
 
 

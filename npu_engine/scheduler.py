@@ -10,9 +10,12 @@ Rules it knows:
 - measured speed on this machine, where `npu-bench` has measured it, beats the built-in preferences.
 """
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from npu_engine.devices import GB, Device, DeviceKind, Inventory
+from npu_engine.remote_tiers import REMOTE_TIERS_NAME
 
 # Built-in preferences, used where nothing was measured.
 PREFERENCES: dict[str, tuple[DeviceKind, ...]] = {
@@ -31,6 +34,10 @@ WHY_PREFERRED: dict[str, str] = {
 }
 OLLAMA = "ollama"
 RESERVED_BYTES = 8 * GB
+# What a measurement was taken on: a kind of device here, or a tier's remote server (whose name
+# is the measurement's backend).
+MeasuredOn = DeviceKind | Literal["remote"]
+REMOTE: MeasuredOn = "remote"
 
 
 @dataclass(frozen=True)
@@ -52,10 +59,11 @@ class Measurement:
     """A device profile entry: a tier's measured decode speed, first-token time and prompt
     (prefill) speed on a device kind, with one decoding mode (plain, speculative, prompt_lookup)
     and one backend (openvino, llama.cpp), and the pass@1 the tier's model scored there on
-    bench/tasks (None: not measured). A prefill speed of 0 was not measured."""
+    bench/tasks (None: not measured). A prefill speed of 0 was not measured. A tier's remote
+    server is measured as device `remote`, its backend the server's name."""
 
     tier: str
-    device: DeviceKind
+    device: MeasuredOn
     tokens_per_second: float
     ttft_ms: float
     mode: str = "plain"
@@ -67,7 +75,9 @@ class Measurement:
 @dataclass(frozen=True)
 class TierPlacement:
     """Where a tier runs. `fallback_devices` are the other devices it fits on, in order; `ollama`
-    is the Ollama model that can answer it when no device can (None: the catalog names none)."""
+    is the Ollama model that can answer it when no device can (None: the catalog names none).
+    `remote` is the server remote-tiers.json places the tier on (None: none), tried before the
+    devices when `remote_first`, after them otherwise."""
 
     tier: str
     model: str
@@ -77,11 +87,23 @@ class TierPlacement:
     fallback_devices: tuple[str, ...]
     resident: bool
     ollama: str | None = None
+    remote: str | None = None
+    remote_first: bool = False
+
+    @property
+    def serves(self) -> str | None:
+        """What answers first: the remote server or the device."""
+        return self.remote if self.remote_first else self.device
 
     @property
     def fallback(self) -> tuple[str, ...]:
-        """The fallback chain as the plan describes it: the devices, then Ollama where it can help."""
-        return self.fallback_devices + ((OLLAMA,) if self.ollama else ())
+        """The fallback chain as the plan describes it: the devices (the placed one too, when the
+        remote goes first), the remote server where it goes last, then Ollama where it can help."""
+        if self.remote_first:
+            devices = ((self.device,) if self.device else ()) + self.fallback_devices
+        else:
+            devices = self.fallback_devices + ((self.remote,) if self.remote else ())
+        return devices + ((OLLAMA,) if self.ollama else ())
 
 
 @dataclass(frozen=True)
@@ -110,12 +132,50 @@ class Plan:
             ),
         ]
         for p in self.placements:
-            where = p.device or "no local device"
+            where = f"{p.remote} (remote)" if p.remote_first else p.device or "no local device"
             chain = " -> ".join(p.fallback) or "none"
             size = f"{p.memory_bytes / GB:.1f} GB" + ("" if p.resident else ", on demand")
             lines.append(f"  {p.tier:7} {p.model} on {where} ({size}). {p.reason}")
             lines.append(f"          fallback: {chain}")
         return "\n".join(lines)
+
+
+def with_remote(
+    placement: TierPlacement,
+    server: str,
+    local: DeviceKind | None,
+    converted: bool,
+    measurements: Sequence[Measurement],
+) -> TierPlacement:
+    """`placement` with the tier's remote server in its chain. The server goes first unless a
+    converted model runs the tier on its placed device (of kind `local`) measured faster than
+    the server: configuration put the tier there, and the laptop's device stays as its fallback."""
+
+    def best(device: MeasuredOn, backend: str | None) -> Measurement | None:
+        found = [
+            m
+            for m in measurements
+            if m.tier == placement.tier and m.device == device and backend in (None, m.backend)
+        ]
+        return max(found, key=lambda m: m.tokens_per_second, default=None)
+
+    theirs = best(REMOTE, server)
+    ours = best(local, None) if local is not None and placement.device else None
+    if placement.device is None:
+        first, why = True, "no device here can run it"
+    elif not converted:
+        first, why = True, f"{placement.model} is not converted for {placement.device} here"
+    elif theirs is not None and ours is not None:
+        first = theirs.tokens_per_second > ours.tokens_per_second
+        why = (
+            f"measured {theirs.tokens_per_second:.1f} tokens/s on {server} vs "
+            f"{ours.tokens_per_second:.1f} on {placement.device}"
+        )
+    else:
+        first, why = True, f"placed there by {REMOTE_TIERS_NAME}; not measured against {placement.device}"
+    where = f"{server} first" if first else f"{placement.device} first, {server} after it"
+    reason = f"Remote tier: {where} ({why})." + (f" Here: {placement.reason}" if placement.device else "")
+    return replace(placement, remote=server, remote_first=first, reason=reason)
 
 
 def _gb(size: int) -> str:
@@ -168,7 +228,7 @@ class _Placer:
     def __init__(
         self,
         inventory: Inventory,
-        measured: dict[tuple[str, DeviceKind], Measurement],
+        measured: dict[tuple[str, MeasuredOn], Measurement],
         system_budget: int,
         gpu_fraction: float,
     ) -> None:
@@ -270,9 +330,9 @@ class _Placer:
         ]
 
 
-def best_by_device(measurements: list[Measurement]) -> dict[tuple[str, DeviceKind], Measurement]:
+def best_by_device(measurements: list[Measurement]) -> dict[tuple[str, MeasuredOn], Measurement]:
     """The fastest measurement of each (tier, device kind), whatever its decoding mode."""
-    best: dict[tuple[str, DeviceKind], Measurement] = {}
+    best: dict[tuple[str, MeasuredOn], Measurement] = {}
     for m in measurements:
         key = (m.tier, m.device)
         if key not in best or m.tokens_per_second > best[key].tokens_per_second:
@@ -280,7 +340,7 @@ def best_by_device(measurements: list[Measurement]) -> dict[tuple[str, DeviceKin
     return best
 
 
-def _order(demand: TierDemand, measured: dict[tuple[str, DeviceKind], Measurement]) -> list[DeviceKind]:
+def _order(demand: TierDemand, measured: dict[tuple[str, MeasuredOn], Measurement]) -> list[DeviceKind]:
     preference = list(PREFERENCES.get(demand.tier, ("gpu", "cpu", "npu")))
     speeds = {
         kind: measured[(demand.tier, kind)].tokens_per_second
@@ -294,7 +354,7 @@ def _order(demand: TierDemand, measured: dict[tuple[str, DeviceKind], Measuremen
 def _reason(
     demand: TierDemand,
     device: Device,
-    measured: dict[tuple[str, DeviceKind], Measurement],
+    measured: dict[tuple[str, MeasuredOn], Measurement],
     shared_with: str | None,
     refusals: list[str],
 ) -> str:

@@ -110,15 +110,22 @@ class RemoteBackend(Protocol):
 
 class RemoteTarget:
     """A model served over HTTP (Ollama, an OpenAI-compatible server); `models` names the remote
-    model for a catalog model (None: it has none)."""
+    model for a catalog model (None: it has none). A `placed` target is a tier's own server
+    (remote-tiers.json), which a request asking for a local backend passes over; the fallbacks
+    answer whatever was asked once this machine could not."""
 
-    def __init__(self, name: str, backend: RemoteBackend, models: Callable[[str], str | None]) -> None:
+    def __init__(
+        self, name: str, backend: RemoteBackend, models: Callable[[str], str | None], placed: bool = False
+    ) -> None:
         self.name = name
         self.backend = backend
         self.models = models
+        self.placed = placed
 
     def answer(self, job: Job, on_text: TextSink) -> GenerationResult:
         remote = self.models(job.tier.model)
+        if self.placed and job.request.backend in ("openvino", LLAMA_CPP):
+            raise Unavailable(f"backend {job.request.backend!r} asked for, not the tier's server")
         if job.raw is not None:
             raise Unavailable(f"{self.name} takes chat requests only, not raw completions")
         if not remote:
@@ -239,6 +246,8 @@ class DeviceTarget:
 
     def answer(self, job: Job, on_text: TextSink) -> GenerationResult:
         device, tier, request = self.device, job.tier, job.request
+        if request.backend == "remote":
+            raise Unavailable("the request asked for the tier's remote server")
         manifest = self.planner.conversion(job.manifests, tier.model, device.kind)
         if manifest is None:
             raise Unavailable(

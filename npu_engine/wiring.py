@@ -2,10 +2,14 @@
 the emulated NPU, the remote fallbacks the settings name, the speeds `npu-bench` measured and the
 runtime settings `npu-bench tune` kept."""
 
+from collections.abc import Sequence
+from functools import partial
+
 from npu_engine.backends.remote import OllamaBackend, OpenAICompatibleBackend, ollama_base_url
-from npu_engine.catalog import Catalog
+from npu_engine.catalog import TIERS, Catalog
 from npu_engine.device_profile import TunedSettings, profile_path, read_profile
 from npu_engine.devices import Device, Inventory
+from npu_engine.remote_tiers import RemoteTier, read_remote_tiers, remote_tiers_path
 from npu_engine.scheduler import OLLAMA, Measurement
 from npu_engine.settings import ollama_host, openai_fallback
 from npu_engine.store import ModelStore
@@ -33,6 +37,28 @@ def remotes_from_settings(catalog: Catalog) -> list[RemoteTarget]:
         url, name, key = configured
         remotes.append(RemoteTarget(OPENAI, OpenAICompatibleBackend(url, key), lambda _model: name))
     return remotes
+
+
+def configured_remote_tiers(store: ModelStore) -> tuple[RemoteTier, ...]:
+    """The tiers remote-tiers.json beside the store places on servers, if any."""
+    return read_remote_tiers(remote_tiers_path(store.root), TIERS)
+
+
+def placed_targets(remote_tiers: Sequence[RemoteTier]) -> dict[str, RemoteTarget]:
+    """A target for each tier's server, by tier: its model is the one the file names."""
+    return {
+        remote.tier: RemoteTarget(
+            remote.server,
+            OpenAICompatibleBackend(remote.url, remote.api_key()),
+            partial(_named, remote.model),
+            placed=True,
+        )
+        for remote in remote_tiers
+    }
+
+
+def _named(name: str, _model: str) -> str | None:
+    return name
 
 
 def measured_speeds(store: ModelStore) -> list[Measurement]:

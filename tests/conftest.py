@@ -3,12 +3,15 @@ session into build/test-home inside the clone (reused by later runs while the ma
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from npu_engine.catalog import Catalog, PackagedFile, PackagedFolder, load_catalog
@@ -210,6 +213,49 @@ def minilm_folder(cache_store: ModelStore, catalog: Catalog) -> Path:
 def minilm_cpu(cache_store: ModelStore) -> Manifest:
     """all-MiniLM-L6-v2 converted with the default recipe of embedding models (FP16): the embed tier."""
     return convert_measured(cache_store, f"pkg:{MINILM}", "cpu")
+
+
+# -- an OpenAI-compatible server of llama.cpp's, the remote peer tests talk to ---------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def llama_server(smollm_gguf: Path) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server (`llama_cpp.server`) on 127.0.0.1, serving the
+    SmolLM2 GGUF as `smollm2`: its base URL."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(smollm_gguf),
+        "--model_alias",
+        "smollm2",
+    ]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--n_threads", "2", "--n_ctx", "2048"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, "llama_cpp.server exited"
+            try:
+                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "llama_cpp.server did not start in 120 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 # -- servers: module-scoped, so each test module has its own engine and server -------------------

@@ -1,14 +1,8 @@
 """The OpenAI-compatible adapter against a real third-party server: llama.cpp's own
 (`llama_cpp.server`), started on 127.0.0.1 with the SmolLM2 GGUF."""
 
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from npu_engine.backends.remote import OpenAICompatibleBackend, ollama_base_url
@@ -19,44 +13,7 @@ from npu_engine.generation import SamplingOptions
 from npu_engine.store import ModelStore
 from npu_engine.targets import RemoteTarget
 from npu_engine.wiring import OPENAI
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def llama_server(smollm_gguf: Path) -> Iterator[str]:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(smollm_gguf),
-        "--model_alias",
-        "smollm2",
-    ]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--n_threads", "2", "--n_ctx", "2048"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, "llama_cpp.server exited"
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "llama_cpp.server did not start in 120 s"
-            time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(30)
+from tests.conftest import free_port
 
 
 def test_openai_adapter_streams_from_llama_cpp(llama_server: str) -> None:
