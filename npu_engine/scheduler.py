@@ -135,6 +135,8 @@ class Plan:
             where = f"{p.remote} (remote)" if p.remote_first else p.device or "no local device"
             chain = " -> ".join(p.fallback) or "none"
             size = f"{p.memory_bytes / GB:.1f} GB" + ("" if p.resident else ", on demand")
+            if p.remote_first and p.device is None:
+                size = "no memory here"
             lines.append(f"  {p.tier:7} {p.model} on {where} ({size}). {p.reason}")
             lines.append(f"          fallback: {chain}")
         return "\n".join(lines)
