@@ -361,7 +361,14 @@ CLAIM_LOW, CLAIM_HIGH = 1.30, 1.40
 
 def npu_claim(summaries: Sequence[SpeedSummary]) -> str:
     """Whether the plan's "30–40% faster on the NPU" holds here, per tier, in words."""
-    ours = [s for s in summaries if s.system == "npu-engine" and s.mode == "plain" and not s.emulated]
+    ours = [
+        s
+        for s in summaries
+        if s.system == "npu-engine"
+        and s.mode == "plain"
+        and not s.emulated
+        and s.backend in get_args(Backend)
+    ]
     npu = {s.tier: s for s in ours if _kind(s.device) == "npu"}
     if not npu:
         emulated = any(s.emulated for s in summaries)

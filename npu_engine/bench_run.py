@@ -185,8 +185,7 @@ def engines_per_kind(plan: RunPlan, inventory: Inventory, engines: EngineFactory
 def _speed(plan: RunPlan, engines: Engines, results: BenchResults, say: Callable[[str], None]) -> None:
     """Each tier and mode on each device, and on the CPU each backend (llama.cpp decodes plainly);
     tiers that share a model (and draft) are measured once. A tier remote-tiers.json places on a
-    server is measured there too, plainly, once."""
-    servers_measured: set[str] = set()
+    server is measured there too, plainly, once (beside the CPU, which every machine has)."""
     for kind, engine in engines:
         measured: dict[tuple[str, str | None, str, str], SpeedSummary] = {}
         for tier in plan.tiers:
@@ -197,12 +196,11 @@ def _speed(plan: RunPlan, engines: Engines, results: BenchResults, say: Callable
                 backends: list[BackendChoice] = ["openvino"]
                 if kind == "cpu" and mode == "plain" and not engine.emulates_npu:
                     backends.append("llama.cpp")
-                if mode == "plain" and engine.placed_server(tier) and tier not in servers_measured:
-                    servers_measured.add(tier)
+                if kind == "cpu" and mode == "plain" and engine.placed_server(tier):
                     backends.append("remote")
                 for backend in backends:
                     key = (spec.model, spec.draft if mode == "speculative" else None, mode, backend)
-                    if key in measured:
+                    if key in measured and backend != "remote":  # each tier has its own server
                         results.speed.append(replace(measured[key], tier=tier))
                         continue
                     began = time.monotonic()

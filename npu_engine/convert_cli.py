@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ovms.add_argument("--servable", help="the name OVMS serves it under (default: the model's name)")
     ovms.add_argument(
-        "--device", choices=OVMS_DEVICES, help="OVMS target device (default: the one it was converted for)"
+        "--device",
+        type=str.upper,
+        choices=OVMS_DEVICES,
+        help="OVMS target device (default: the one it was converted for)",
     )
     ovms.add_argument("--draft", help="a model in the store to draft for it (speculative decoding)")
     ovms.add_argument(

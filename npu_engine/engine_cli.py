@@ -4,6 +4,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import get_args
 
 from npu_engine.catalog import TIERS, load_catalog
 from npu_engine.cli_support import run_cli
@@ -18,7 +19,7 @@ from npu_engine.machine import package_version
 from npu_engine.manifest import Manifest
 from npu_engine.planner import Planner
 from npu_engine.recipes import load_recipe_book
-from npu_engine.request import GenerateRequest, GenerationResult
+from npu_engine.request import BackendChoice, GenerateRequest, GenerationResult
 from npu_engine.router import Router, load_rules, model_classifier
 from npu_engine.scheduler import default_budget
 from npu_engine.server.config import DEFAULT_PORT, ServerConfig, is_loopback, keep_alive_seconds
@@ -49,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument(
             "--backend",
-            choices=("auto", "openvino", "llama.cpp"),
+            choices=get_args(BackendChoice),
             default="auto",
-            help="what runs a CPU tier (default: the one measured faster for the request)",
+            help="what runs a CPU tier (default: the one measured faster for the request); "
+            "remote: the tier's server in remote-tiers.json",
         )
         sub.add_argument(
             "--emulate-npu",

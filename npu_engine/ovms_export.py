@@ -80,6 +80,8 @@ def export_ovms(store: ModelStore, request: OvmsRequest, family: ModelFamily | N
     if directory.exists() and not directory.is_dir():
         raise UserInputError(f"{directory} is a file, not a model repository folder")
     folder = directory / servable
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError(f"{folder} is a file, not a servable folder")
     if folder.exists() and not request.force:
         raise StoreError(f"{folder} already exists: pass --force to replace it")
     config_path = directory / CONFIG_NAME
@@ -102,9 +104,9 @@ def export_ovms(store: ModelStore, request: OvmsRequest, family: ModelFamily | N
             if draft is not None:
                 _copy_checked(store, draft, staged / DRAFT_FOLDER)
             (staged / GRAPH_NAME).write_text(graph, "utf-8")
+        write_text_atomically(config_path, add_servable(config, servable, servable))
     except OSError as error:
         raise StoreError(f"writing {folder} failed: {error.strerror or error}") from None
-    write_text_atomically(config_path, add_servable(config, servable, servable))
     return OvmsExport(servable, folder, config_path, folder / GRAPH_NAME, device, folder_size(folder))
 
 
@@ -198,7 +200,14 @@ def add_servable(config: dict[str, Any], name: str, base_path: str) -> str:
     """`config` (an OVMS config.json's content) with servable `name` at `base_path`, as OVMS's
     export script adds it: an entry of that name gets the new path, any other entry is kept."""
     models = config.setdefault("model_config_list", [])
-    entry = next((m for m in models if isinstance(m, dict) and m.get("config", {}).get("name") == name), None)
+    entry = next(
+        (
+            m
+            for m in models
+            if isinstance(m, dict) and isinstance(m.get("config"), dict) and m["config"].get("name") == name
+        ),
+        None,
+    )
     if entry is None:
         models.append({"config": {"name": name, "base_path": base_path}})
     else:
@@ -229,7 +238,7 @@ def _nearest_folder(path: Path) -> Path:
 
 
 def _servable_name(name: str) -> str:
-    if not name or name.startswith(".") or "/" in name or "\\" in name:
+    if not name or name.startswith(".") or "/" in name or "\\" in name or name == CONFIG_NAME:
         raise UserInputError(f"{name!r} cannot name a servable folder")
     return name
 
@@ -256,7 +265,11 @@ def _staged(folder: Path) -> Iterator[Path]:
         if folder.exists():
             old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
             folder.rename(old)
-            staged.rename(folder)
+            try:
+                staged.rename(folder)
+            except OSError:
+                old.rename(folder)
+                raise
             shutil.rmtree(old)
         else:
             staged.rename(folder)

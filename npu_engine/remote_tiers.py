@@ -11,6 +11,7 @@ converted, and Ollama and the general OpenAI-compatible fallback after them.
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from npu_engine.errors import UserInputError
 
 REMOTE_TIERS_NAME = "remote-tiers.json"
 FIELDS = {"server", "url", "model", "api_key_env"}
+# A server's name stands beside devices and backends in chains, results, headers and the device
+# profile: it must not be one of theirs.
+SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+RESERVED_NAMES = {"cpu", "gpu", "npu", "openvino", "llama.cpp", "ollama", "openai", "remote", "auto"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,12 @@ def _tier(path: Path, tier: str, entry: Any, tiers: tuple[str, ...]) -> RemoteTi
     absent = [name for name in ("server", "url", "model") if name not in entry]
     if absent:
         raise UserInputError(f"{path}: tier {tier!r} needs {', '.join(absent)}")
+    name = entry["server"].lower()
+    if not SERVER_NAME.fullmatch(name) or name in RESERVED_NAMES or name.split(".")[0] in RESERVED_NAMES:
+        raise UserInputError(
+            f"{path}: tier {tier!r}: server {entry['server']!r} must be letters, digits, '.', '_' or '-', "
+            f"and not one of {', '.join(sorted(RESERVED_NAMES))}"
+        )
     if not entry["url"].startswith(("http://", "https://")):
         raise UserInputError(f"{path}: tier {tier!r}: url {entry['url']!r} is not http(s)")
     return RemoteTier(tier, entry["server"], entry["url"], entry["model"], entry.get("api_key_env"))

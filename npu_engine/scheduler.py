@@ -214,7 +214,9 @@ def plan(
     device, by measured speed or else by preference, that can run it and has room beside the tiers
     already placed; failing that, the first where it fits alone (it then loads on demand, unloading
     the least recently used tier); failing that, it is reported as fitting nowhere."""
-    placer = _Placer(inventory, best_by_device(measurements or []), system_budget, gpu_fraction)
+    # A tier's server is ordered against its device afterwards (with_remote), never placed here.
+    local = [m for m in measurements or [] if m.device != REMOTE]
+    placer = _Placer(inventory, best_by_device(local), system_budget, gpu_fraction)
     placements = tuple(placer.place(demand) for demand in demands)
     used = system_budget - placer.budget.left["system"]
     return Plan(inventory, placements, system_budget, used, bool(placer.measured))

@@ -95,6 +95,14 @@ def test_bad_requests_are_one_line_and_write_nothing(
     (repository / "config.json").write_text("{not json")
     assert_user_error(run(home, "export-ovms", smollm_cpu.name, str(repository)), 2, "is not a readable OVMS")
     assert sorted(p.name for p in repository.iterdir()) == ["config.json"]
+    as_config = run(
+        home, "export-ovms", smollm_cpu.name, str(repository), "--servable", "config.json", "--force"
+    )
+    assert_user_error(as_config, 2, "cannot name a servable folder")
+    assert (repository / "config.json").read_text() == "{not json"
+    (repository / "config.json").write_text(json.dumps({"model_config_list": [{"config": None}]}))
+    assert run(home, "export-ovms", smollm_cpu.name, str(repository), "--device", "cpu").returncode == 0
+    shutil.rmtree(repository / smollm_cpu.name)
     (repository / "config.json").unlink()
     # A model whose files no longer match its manifest is not exported.
     weights = ModelStore(home).path(smollm_cpu.name) / "openvino_model.bin"

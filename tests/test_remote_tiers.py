@@ -55,6 +55,10 @@ def test_the_file_names_server_url_model_and_key(tmp_path: Path, monkeypatch: py
         ({"tiers": {"code": {"server": "s", "model": "m"}}}, "tier 'code' needs url"),
         ({"tiers": {"code": {"server": "s", "url": "ftp://x", "model": "m"}}}, r"is not http\(s\)"),
         ({"tiers": {"code": {"server": "s", "url": "http://x", "model": 3}}}, "object of non-empty strings"),
+        ({"tiers": {"code": {"server": "CPU", "url": "http://x", "model": "m"}}}, "server 'CPU' must be"),
+        ({"tiers": {"code": {"server": "llama.cpp", "url": "http://x", "model": "m"}}}, "server 'llama.cpp'"),
+        ({"tiers": {"code": {"server": "GPU.1", "url": "http://x", "model": "m"}}}, "server 'GPU.1'"),
+        ({"tiers": {"code": {"server": "é quipe", "url": "http://x", "model": "m"}}}, "must be letters"),
         (
             {"tiers": {"code": {"server": "s", "url": "http://x", "model": "m", "key": "k"}}},
             "unknown fields key",
@@ -114,6 +118,9 @@ def test_measured_speed_orders_the_server_and_the_device() -> None:
     # A measurement of another server does not count for this one.
     other = Measurement("code", "remote", 500.0, 10.0, backend="elsewhere")
     assert not planner([local, remote, other]).plan(converted).placement("code").remote_first
+    # The server's figure orders it against the device; it never stands for a device's speed.
+    cpu_only = planner([remote]).plan(converted)
+    assert not cpu_only.measured and "REMOTE" not in cpu_only.placement("code").reason
 
 
 def served_home(tmp_path: Path, llama_server: str, cache_store: ModelStore, *manifests: Manifest) -> Path:
