@@ -48,11 +48,16 @@ def write_text_atomically(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def mount_point(path: Path) -> Path:
-    """The mount point of the file system holding `path` (or its nearest existing parent)."""
-    path = path.absolute()
+def nearest_existing(path: Path) -> Path:
+    """`path` if it exists, else its nearest existing parent (where it would be created)."""
     while not path.exists() and path != path.parent:
         path = path.parent
+    return path
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the file system holding `path` (or its nearest existing parent)."""
+    path = nearest_existing(path.absolute())
     while not os.path.ismount(path) and path != path.parent:
         path = path.parent
     return path

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from npu_engine.errors import DiskSpaceError, StoreError, UserInputError
 from npu_engine.families import ModelFamily
-from npu_engine.files import folder_size, human_bytes, write_text_atomically
+from npu_engine.files import folder_size, human_bytes, nearest_existing, write_text_atomically
 from npu_engine.manifest import Manifest
 from npu_engine.store import ModelStore
 
@@ -92,7 +92,7 @@ def export_ovms(store: ModelStore, request: OvmsRequest, family: ModelFamily | N
         else llm_graph(device, family, request.npu_max_prompt, draft is not None)
     )
     needed = manifest.size + (draft.size if draft is not None else 0)
-    free = shutil.disk_usage(_nearest_folder(directory)).free
+    free = shutil.disk_usage(nearest_existing(directory)).free
     if free < needed:
         raise DiskSpaceError(
             f"exporting {manifest.name} needs {human_bytes(needed)} in {directory}; "
@@ -229,12 +229,6 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _device_of(manifest: Manifest) -> OvmsDevice:
     return "NPU" if manifest.device == "npu" else "GPU" if manifest.device == "gpu" else "CPU"
-
-
-def _nearest_folder(path: Path) -> Path:
-    while not path.is_dir() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def _servable_name(name: str) -> str:

@@ -34,7 +34,7 @@ from npu_engine.errors import (
     StoreError,
     UserInputError,
 )
-from npu_engine.files import folder_size, human_bytes, mount_point
+from npu_engine.files import folder_size, human_bytes, mount_point, nearest_existing
 from npu_engine.integrity import FileChecker
 from npu_engine.manifest import Manifest, ManifestError, read_manifest
 from npu_engine.settings import compiled_cache_setting, user_cache_home
@@ -229,10 +229,7 @@ class ModelStore:
     def disk_free(self) -> int:
         """Bytes free on the store's disk now; before the store exists, on the disk of its nearest
         existing parent folder, where it will be created."""
-        folder = self.root
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        return self._disk_free(folder)
+        return self._disk_free(nearest_existing(self.root))
 
     def disk_full(self, doing: str, needed: int | None = None) -> DiskSpaceError:
         """The error for a disk that filled up while `doing`: which disk, and what is free now."""
