@@ -36,12 +36,16 @@ class BenchPrompt:
 
 @dataclass(frozen=True)
 class Spread:
+    """Mean, standard deviation and median (p50) of a figure over repeated measurements."""
+
     mean: float
     std: float
+    median: float
 
     @classmethod
     def of(cls, values: Sequence[float]) -> "Spread":
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        return cls(statistics.fmean(values), spread, statistics.median(values))
 
     def __str__(self) -> str:
         return f"{self.mean:.1f} ± {self.std:.1f}"

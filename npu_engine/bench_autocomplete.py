@@ -132,7 +132,8 @@ def autocomplete_table(rows: Sequence[AutocompleteRow]) -> str:
     """The rows as a Markdown table (an emulated device is marked: never a speed figure)."""
     lines = [
         "| tier | model | device | backend | decoding | requests | tokens in | tokens out "
-        "| first token (ms) | first text (ms) | total (ms) | first line right |",
+        "| first token, ms: p50 (mean ± spread) | first text, ms | total, ms "
+        "| first line right |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -140,10 +141,14 @@ def autocomplete_table(rows: Sequence[AutocompleteRow]) -> str:
         lines.append(
             f"| {r.tier} | {r.model} | {device} | {r.backend} | {r.decoding} ({r.kind}) | {r.requests} "
             f"| {r.input_tokens:.0f} "
-            f"| {r.output_tokens:.1f} | {r.ttft_ms} | {r.first_text_ms} | {r.total_ms} "
+            f"| {r.output_tokens:.1f} | {_p50(r.ttft_ms)} | {_p50(r.first_text_ms)} | {_p50(r.total_ms)} "
             f"| {r.first_line_matches}/{r.requests} |"
         )
     return "\n".join(lines)
+
+
+def _p50(spread: Spread) -> str:
+    return f"{spread.median:.0f} ({spread.mean:.0f} ± {spread.std:.0f})"
 
 
 def typing_cases(case: AutocompleteCase, steps: int = TYPING_STEPS) -> list[AutocompleteCase]:

@@ -7,7 +7,7 @@ model: the converted models are passed in."""
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from npu_engine.backends.pipeline_spec import Backend, DecodingMode
+from npu_engine.backends.pipeline_spec import LLAMA_CPP_CHUNK, Backend, DecodingMode
 from npu_engine.catalog import Catalog, Profile, TierSpec
 from npu_engine.demands import manifest_for, tier_demands
 from npu_engine.devices import Device, DeviceKind, Inventory
@@ -38,15 +38,31 @@ class BackendPick:
 @dataclass(frozen=True)
 class RequestShape:
     """What the backend choice weighs: the prompt's tokens (estimated), the most new tokens, and
-    the prompt tokens llama.cpp's loaded pipeline holds already (read back, not evaluated)."""
+    the prompt tokens llama.cpp's loaded pipeline holds already (read back, not evaluated).
+
+    `shared_next` is how many of the prompt's first tokens the next request is expected to start
+    with (a conversation's next turn, an editor's next keystroke: see Job.next_shared), 0 when no
+    next request is expected."""
 
     prompt_tokens: int
     new_tokens: int
     llama_cpp_cached: int = 0
+    shared_next: int = 0
+
+    def next_request(self, backend: Backend) -> "RequestShape | None":
+        """What the next request costs `backend` beyond what both backends pay alike (the text
+        added to the prompt, the answer): reading this prompt again, less the whole chunks of its
+        shared part that llama.cpp keeps (OpenVINO keeps none); None when none is expected."""
+        if not self.shared_next:
+            return None
+        kept = self.shared_next // LLAMA_CPP_CHUNK * LLAMA_CPP_CHUNK if backend == "llama.cpp" else 0
+        return RequestShape(self.prompt_tokens, 0, kept)
 
 
-CHAT_SHAPE = RequestShape(prompt_tokens=300, new_tokens=512)
-AUTOCOMPLETE_SHAPE = RequestShape(prompt_tokens=1500, new_tokens=64)
+# `npu-engine plan`'s two shapes: a chat turn with more to come, and an editor's infill whose
+# next keystroke shares the 1,500-token prefix before its 300-token suffix.
+CHAT_SHAPE = RequestShape(prompt_tokens=300, new_tokens=512, shared_next=300)
+AUTOCOMPLETE_SHAPE = RequestShape(prompt_tokens=1800, new_tokens=64, shared_next=1500)
 
 
 class Planner:
@@ -187,7 +203,8 @@ class Planner:
         theirs = self._seconds(tier, "llama.cpp", "plain", shape)
         if ours is None or theirs is None:
             return pick(DEFAULT_CPU_BACKEND, "not measured here: the default for CPUs")
-        reason = f"measured: {theirs:.1f}s on llama.cpp vs {ours:.1f}s on OpenVINO for this request"
+        counted = "this request and the next on its prompt" if shape.shared_next else "this request"
+        reason = f"measured: {theirs:.1f}s on llama.cpp vs {ours:.1f}s on OpenVINO for {counted}"
         if shape.llama_cpp_cached:
             reason += f" ({shape.llama_cpp_cached} prompt tokens in llama.cpp's cache)"
         return pick("llama.cpp" if theirs < ours else "openvino", reason)
@@ -225,8 +242,17 @@ class Planner:
             return "openvino", f"OpenVINO answers worse here ({figures})"
         return None
 
-    def _seconds(self, tier: str, backend: str, mode: str, shape: RequestShape) -> float | None:
-        """The expected seconds of a request on the CPU by the device profile; None if unmeasured."""
+    def _seconds(self, tier: str, backend: Backend, mode: str, shape: RequestShape) -> float | None:
+        """The expected seconds of a request on the CPU by the device profile, with those of the
+        request expected after it on the same backend (see RequestShape.next_request): the
+        backend that keeps the prompt pays for it once. None if unmeasured."""
+        seconds = self._one_request_seconds(tier, backend, mode, shape)
+        following = shape.next_request(backend)
+        if seconds is None or following is None:
+            return seconds
+        return seconds + (self._one_request_seconds(tier, backend, mode, following) or 0.0)
+
+    def _one_request_seconds(self, tier: str, backend: str, mode: str, shape: RequestShape) -> float | None:
         for m in self.measurements:
             if (m.tier, m.device, m.backend, m.mode) == (
                 tier,

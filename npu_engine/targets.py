@@ -59,6 +59,18 @@ class Job:
         """What the pipeline continues: the raw text, else the chat messages."""
         return self.raw if self.raw is not None else self.request.messages
 
+    def next_shared(self, prompt_tokens: int) -> int:
+        """How many of the prompt's first tokens (of `prompt_tokens`) the next request is guessed
+        to start with: a chat with tools or a history is a conversation whose next turn starts with
+        this whole prompt; a fill-in-the-middle prompt's next keystroke shares its prefix (the
+        suffix follows it); a raw completion is an editor's, continued; one lone message is taken
+        to stand alone (0)."""
+        if self.infill is not None and self.request.prompt is not None:
+            return estimated_tokens(RawPrompt(self.request.prompt))
+        if self.raw is not None or self.request.tools or len(self.request.messages) > 1:
+            return prompt_tokens
+        return 0
+
 
 class Target(Protocol):
     """A step of a chain. `answer` raises Unavailable when this target cannot take the job (nothing
@@ -267,7 +279,9 @@ class DeviceTarget:
         prompt: Prompt = job.raw if job.raw is not None else messages
         llama_key: PipelineKey = (manifest.name, device.name, LLAMA_CPP)
         cached = 0 if blocked else self._llama_cpp_cached(llama_key, prompt, declared)
-        shape = RequestShape(estimated_tokens(job.prompt), request.options.max_new_tokens, cached)
+        tokens = estimated_tokens(job.prompt)
+        shared = job.next_shared(tokens) if self.loader.prefix_reuse else 0
+        shape = RequestShape(tokens, request.options.max_new_tokens, cached, shared)
         pick = self.planner.backend(request.backend, asked, tier.tier, device, mode, blocked, shape)
         mode = pick.mode
         draft = draft if mode == "speculative" else None

@@ -43,6 +43,9 @@ PRIME_PROMPT = "Write a Python function to check if a number is prime."
 # venv of their own under build/, never in the project's.
 AIDER = "aider-chat==0.86.2"
 CLIENTS_VENV = BUILD / "clients-venv"
+# A venv made as the README tells a user who does not run scripts/setup.sh: plain pip, the
+# [convert] extra, nothing removed afterwards.
+PLAIN_PIP_VENV = BUILD / "plain-pip-venv"
 # The tools the coder-model tests declare, in whichever shape each API wants them.
 WEATHER_SCHEMA = {
     "type": "object",
@@ -193,6 +196,19 @@ def clients_python() -> Path:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(CLIENTS_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", AIDER], check=True, timeout=1800)
     return python
+
+
+@pytest.fixture(scope="session")
+def plain_pip_bin() -> Path:
+    """The bin folder of build/plain-pip-venv: a fresh venv in which `pip install -e ".[convert]"`
+    installed this checkout, exactly as the README says (made once per clone; editable, so it
+    runs this checkout's code)."""
+    bin_folder = PLAIN_PIP_VENV / "bin"
+    if not (bin_folder / "npu-convert").is_file():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(PLAIN_PIP_VENV)], check=True)
+        install = [str(bin_folder / "python"), "-m", "pip", "install", "--quiet", "-e", f"{REPO}[convert]"]
+        subprocess.run(install, check=True, timeout=1800)
+    return bin_folder
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 """What a conversion shows when installed as plain pip installs it: torchvision left beside the CPU
-torch (the registry's, built for CUDA torch), no library noise between our lines, no bars in a log."""
+torch (the registry's, built for CUDA torch), no library noise between our lines, no bars in a log;
+and a venv made with plain pip as the README says converts SmolLM2 with no extra step."""
 
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -55,13 +57,20 @@ def test_a_step_written_to_a_log_is_one_line_and_what_libraries_print_meanwhile_
 
 
 @pytest.mark.slow
-def test_a_conversion_logged_to_a_file_reads_as_our_lines_only(tmp_path: Path, smollm_gguf: Path) -> None:
+def test_plain_pip_installs_a_converter_whose_log_reads_as_our_lines_only(
+    tmp_path: Path, smollm_gguf: Path, plain_pip_bin: Path
+) -> None:
+    # The venv holds what `pip install -e ".[convert]"` resolved (the registry's torchvision too), no more.
+    pip_list = [str(plain_pip_bin / "python"), "-m", "pip", "list", "--format=json"]
+    listed = subprocess.run(pip_list, capture_output=True, text=True, check=True)
+    names = {package["name"].lower() for package in json.loads(listed.stdout)}
+    assert {"torch", "optimum-intel", "nncf", "npu-engine"} <= names and "pytest" not in names
     home = tmp_path / "home"
     (home / "sources").mkdir(parents=True)
     shutil.copy(smollm_gguf, home / "sources" / smollm_gguf.name)
     env = {**os.environ, "NPU_ENGINE_HOME": str(home)}
     done = subprocess.run(
-        [sys.executable, "-m", "npu_engine.convert_cli", "pkg:smollm2-135m-instruct"],
+        [str(plain_pip_bin / "npu-convert"), "pkg:smollm2-135m-instruct"],
         capture_output=True,
         text=True,
         env=env,

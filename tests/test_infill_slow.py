@@ -17,7 +17,7 @@ import pytest
 
 from npu_engine.backends.openvino_genai import OpenVinoPipeline
 from npu_engine.backends.pipeline_spec import PipelineSpec
-from npu_engine.bench_autocomplete import autocomplete_cases, measure_autocomplete
+from npu_engine.bench_autocomplete import autocomplete_cases, autocomplete_table, measure_autocomplete
 from npu_engine.devices import discover
 from npu_engine.engine import Engine
 from npu_engine.generation import RawPrompt, SamplingOptions
@@ -175,3 +175,5 @@ def test_the_autocomplete_bench_row(engine: Engine) -> None:
     assert row.requests == 2 and 150 < row.input_tokens < 400 and 0 < row.output_tokens <= 32
     assert row.ttft_ms.mean > 0 and row.first_text_ms.mean <= row.total_ms.mean
     assert row.first_line_matches in (0, 2)  # greedy: both runs answer alike
+    assert min(row.total_ms.median, row.ttft_ms.median) > 0
+    assert f"| {row.total_ms.median:.0f} ({row.total_ms.mean:.0f} ± " in autocomplete_table([row])

@@ -74,6 +74,29 @@ def test_the_planner_picks_the_backend_that_answers_the_request_sooner(catalog: 
     assert unmeasured.backend == "llama.cpp" and "not measured" in unmeasured.reason
 
 
+def test_a_conversation_weighs_its_next_turn_where_llama_cpp_keeps_the_prompt(catalog: Catalog) -> None:
+    measured = [
+        Measurement("code", "cpu", 40.0, 500.0, "plain", "llama.cpp", 300.0),
+        Measurement("code", "cpu", 40.0, 300.0, "plain", "openvino", 450.0),
+    ]
+    planner = _planner(catalog, measured)
+    cpu = discover().of_kind("cpu")[0]
+    alone = planner.backend("auto", "auto", "code", cpu, "plain", None, RequestShape(2000, 16))
+    assert alone.backend == "openvino"  # 4.4 s + 0.4 s against 6.7 s + 0.4 s: nothing follows
+    # A turn whose next one starts with this whole prompt: OpenVINO reads its 2,000 tokens again
+    # (4.4 s more), llama.cpp the 80 past its last whole chunk of 128 (0.3 s more).
+    turn = planner.backend("auto", "auto", "code", cpu, "plain", None, RequestShape(2000, 16, 0, 2000))
+    assert turn.backend == "llama.cpp" and "this request and the next" in turn.reason
+    assert RequestShape(2000, 16, 0, 2000).next_request("llama.cpp") == RequestShape(2000, 0, 1920)
+    assert RequestShape(2000, 16, 0, 2000).next_request("openvino") == RequestShape(2000, 0, 0)
+    # An infill whose next keystroke shares only its prefix, 1,000 tokens before a 1,000-token
+    # suffix: llama.cpp would read 1,104 tokens again (3.7 s), OpenVINO 2,000 (4.4 s).
+    infill = RequestShape(2000, 16, 0, 1000)
+    assert infill.next_request("llama.cpp") == RequestShape(2000, 0, 896)
+    assert planner.backend("auto", "auto", "code", cpu, "plain", None, infill).backend == "openvino"
+    assert RequestShape(2000, 16).next_request("llama.cpp") is None
+
+
 def test_a_backend_that_answers_worse_is_not_chosen_however_fast(catalog: Catalog) -> None:
     cpu = discover().of_kind("cpu")[0]
     fast_but_worse = [
@@ -145,6 +168,34 @@ def test_the_engine_answers_on_llama_cpp_by_default_on_the_cpu_and_says_so(engin
     assert ours.backend == "openvino" and ours.text.strip()
     stopped = engine.generate(PRIME_PROMPT, tier="code", max_new_tokens=64, stop=["\n"], backend="llama.cpp")
     assert "\n" not in stopped.text and stopped.finish_reason == "stop"
+
+
+def test_an_agent_session_stays_on_the_backend_that_keeps_its_prompt_from_the_first_turn(
+    cache_store: ModelStore, smollm_cpu: Manifest
+) -> None:
+    # OpenVINO reads prompts 1.5 times as fast; both decode alike: a long question alone goes to
+    # OpenVINO, a conversation to llama.cpp, which reads its later turns mostly from its cache.
+    measured = [
+        Measurement("code", "cpu", 40.0, 500.0, "plain", "llama.cpp", 300.0),
+        Measurement("code", "cpu", 40.0, 300.0, "plain", "openvino", 450.0),
+    ]
+    engine = Engine.from_settings(
+        store=cache_store, profile="tiny", inventory=discover(), remotes=(), measurements=measured
+    )
+    system = {"role": "system", "content": SYSTEM["content"] * 5}  # 9,600 characters
+    try:
+        alone = [{"role": "user", "content": system["content"] + QUESTIONS[0]}]
+        assert engine.generate(alone, tier="code", max_new_tokens=16).backend == "openvino"
+        history: list[dict[str, str]] = [system]
+        for turn, question in enumerate(QUESTIONS):
+            history.append({"role": "user", "content": question})
+            result = engine.generate(history, tier="code", max_new_tokens=16)
+            assert result.backend == "llama.cpp"
+            if turn > 0:  # the system prompt and the earlier turns are read back
+                assert result.metrics.cached_tokens >= 1024
+            history.append({"role": "assistant", "content": result.text})
+    finally:
+        engine.unload()
 
 
 def test_ollama_ps_lists_a_model_held_by_both_backends_once_naming_each_pipeline(engine: Engine) -> None:

@@ -115,6 +115,11 @@ class EmbeddingSpec:
         return {} if self.cache_dir is None else {"CACHE_DIR": str(self.cache_dir)}
 
 
+# llama.cpp evaluates prompts in chunks of this many positions and keeps whole chunks of the last
+# prompt for the next request (see LlamaCppPipeline).
+LLAMA_CPP_CHUNK = 128
+
+
 @dataclass(frozen=True)
 class LlamaCppSpec:
     """How to open one GGUF in llama.cpp: the file, the converted model's folder whose tokenizer
@@ -127,4 +132,4 @@ class LlamaCppSpec:
     context: int
     threads: int
     reuse_prefix: bool = True
-    chunk: int = 128
+    chunk: int = LLAMA_CPP_CHUNK
