@@ -21,6 +21,11 @@ from npu_engine.scheduler import Measurement, Plan, plan, with_remote
 # Unmeasured, a CPU tier runs on llama.cpp where its source GGUF is here: on both machine classes
 # measured (2 and 16 cores), llama.cpp decoded as fast or faster on the same weights (README).
 DEFAULT_CPU_BACKEND: Backend = "llama.cpp"
+# A conversation that continues is costed over this request and this many after it, each reading
+# the shared prompt again: an agent's session runs turn after turn (the bench's has 5), an
+# editor's completions keystroke after keystroke. With OpenVINO reading prompts 3 times as fast as
+# llama.cpp (measured here), llama.cpp's kept prompt pays from the third request on (README).
+FORESEEN_REQUESTS = 3
 # A backend whose measured pass@1 trails the other's by more than this never answers by default,
 # however fast: speed never at the cost of correctness.
 QUALITY_MARGIN = 0.03
@@ -203,7 +208,11 @@ class Planner:
         theirs = self._seconds(tier, "llama.cpp", "plain", shape)
         if ours is None or theirs is None:
             return pick(DEFAULT_CPU_BACKEND, "not measured here: the default for CPUs")
-        counted = "this request and the next on its prompt" if shape.shared_next else "this request"
+        counted = (
+            f"this request and the {FORESEEN_REQUESTS} expected after it on its prompt"
+            if shape.shared_next
+            else "this request"
+        )
         reason = f"measured: {theirs:.1f}s on llama.cpp vs {ours:.1f}s on OpenVINO for {counted}"
         if shape.llama_cpp_cached:
             reason += f" ({shape.llama_cpp_cached} prompt tokens in llama.cpp's cache)"
@@ -244,13 +253,14 @@ class Planner:
 
     def _seconds(self, tier: str, backend: Backend, mode: str, shape: RequestShape) -> float | None:
         """The expected seconds of a request on the CPU by the device profile, with those of the
-        request expected after it on the same backend (see RequestShape.next_request): the
-        backend that keeps the prompt pays for it once. None if unmeasured."""
+        FORESEEN_REQUESTS expected after it on the same backend (see RequestShape.next_request):
+        the backend that keeps the prompt pays for it once. None if unmeasured."""
         seconds = self._one_request_seconds(tier, backend, mode, shape)
         following = shape.next_request(backend)
         if seconds is None or following is None:
             return seconds
-        return seconds + (self._one_request_seconds(tier, backend, mode, following) or 0.0)
+        each = self._one_request_seconds(tier, backend, mode, following) or 0.0
+        return seconds + FORESEEN_REQUESTS * each
 
     def _one_request_seconds(self, tier: str, backend: str, mode: str, shape: RequestShape) -> float | None:
         for m in self.measurements:

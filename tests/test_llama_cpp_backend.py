@@ -83,16 +83,16 @@ def test_a_conversation_weighs_its_next_turn_where_llama_cpp_keeps_the_prompt(ca
     cpu = discover().of_kind("cpu")[0]
     alone = planner.backend("auto", "auto", "code", cpu, "plain", None, RequestShape(2000, 16))
     assert alone.backend == "openvino"  # 4.4 s + 0.4 s against 6.7 s + 0.4 s: nothing follows
-    # A turn whose next one starts with this whole prompt: OpenVINO reads its 2,000 tokens again
-    # (4.4 s more), llama.cpp the 80 past its last whole chunk of 128 (0.3 s more).
+    # A turn whose next ones start with this whole prompt: OpenVINO reads its 2,000 tokens again for
+    # each of the 3 foreseen (4.4 s each), llama.cpp the 80 past its last whole chunk of 128 (0.3 s).
     turn = planner.backend("auto", "auto", "code", cpu, "plain", None, RequestShape(2000, 16, 0, 2000))
-    assert turn.backend == "llama.cpp" and "this request and the next" in turn.reason
+    assert turn.backend == "llama.cpp" and "this request and the 3 expected after it" in turn.reason
     assert RequestShape(2000, 16, 0, 2000).next_request("llama.cpp") == RequestShape(2000, 0, 1920)
     assert RequestShape(2000, 16, 0, 2000).next_request("openvino") == RequestShape(2000, 0, 0)
-    # An infill whose next keystroke shares only its prefix, 1,000 tokens before a 1,000-token
-    # suffix: llama.cpp would read 1,104 tokens again (3.7 s), OpenVINO 2,000 (4.4 s).
-    infill = RequestShape(2000, 16, 0, 1000)
-    assert infill.next_request("llama.cpp") == RequestShape(2000, 0, 896)
+    # An infill whose next keystrokes share only its prefix, 500 tokens before a 1,500-token
+    # suffix: llama.cpp would read 1,616 tokens again (5.4 s), OpenVINO 2,000 (4.4 s).
+    infill = RequestShape(2000, 16, 0, 500)
+    assert infill.next_request("llama.cpp") == RequestShape(2000, 0, 384)
     assert planner.backend("auto", "auto", "code", cpu, "plain", None, infill).backend == "openvino"
     assert RequestShape(2000, 16).next_request("llama.cpp") is None
 
