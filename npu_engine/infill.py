@@ -30,16 +30,18 @@ BLANK = " \t\r"
 
 @dataclass(frozen=True)
 class InfillEnd:
-    """The two rules above for one cursor: its indentation, and whether code follows it."""
+    """The two rules above for one cursor: its indentation, and whether code follows it; and the
+    characters of code before it (what the next keystroke's prompt starts with)."""
 
     indent: int
     suffix_continues: bool
+    before_chars: int = 0
 
     @classmethod
     def around(cls, before: str, after: str) -> "InfillEnd":
         """The rules for an infill between `before` and `after`."""
         line = before.rpartition("\n")[2]
-        return cls(len(line) - len(line.lstrip(" \t")), bool(after.strip()))
+        return cls(len(line) - len(line.lstrip(" \t")), bool(after.strip()), len(before))
 
     def end(self, text: str) -> int | None:
         """The length of `text` the infill keeps, or None while no rule has ended it."""

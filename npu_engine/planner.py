@@ -24,7 +24,7 @@ DEFAULT_CPU_BACKEND: Backend = "llama.cpp"
 # A conversation that continues is costed over this request and this many after it, each reading
 # the shared prompt again: an agent's session runs turn after turn (the bench's has 5), an
 # editor's completions keystroke after keystroke. With OpenVINO reading prompts 3 times as fast as
-# llama.cpp (measured here), llama.cpp's kept prompt pays from the third request on (README).
+# llama.cpp (measured here), llama.cpp's kept prompt pays from the fourth request on (README).
 FORESEEN_REQUESTS = 3
 # A backend whose measured pass@1 trails the other's by more than this never answers by default,
 # however fast: speed never at the cost of correctness.
@@ -204,12 +204,15 @@ class Planner:
         worse = self._answers_worse(tier)
         if worse is not None:
             return pick("openvino" if worse[0] == "llama.cpp" else "llama.cpp", worse[1])
+        reads = [self._measured(tier, "openvino", mode), self._measured(tier, "llama.cpp", "plain")]
+        if not all(m is not None and m.prompt_tokens_per_second > 0 for m in reads):
+            shape = replace(shape, shared_next=0)  # kept chunks are weighed only at measured prefill rates
         ours = self._seconds(tier, "openvino", mode, shape)
         theirs = self._seconds(tier, "llama.cpp", "plain", shape)
         if ours is None or theirs is None:
             return pick(DEFAULT_CPU_BACKEND, "not measured here: the default for CPUs")
         counted = (
-            f"this request and the {FORESEEN_REQUESTS} expected after it on its prompt"
+            f"this request plus reading its prompt again for the {FORESEEN_REQUESTS} expected after it"
             if shape.shared_next
             else "this request"
         )
@@ -263,19 +266,19 @@ class Planner:
         return seconds + FORESEEN_REQUESTS * each
 
     def _one_request_seconds(self, tier: str, backend: str, mode: str, shape: RequestShape) -> float | None:
+        m = self._measured(tier, backend, mode)
+        if m is None:
+            return None
+        cached = shape.llama_cpp_cached if backend == "llama.cpp" else 0
+        evaluated = max(shape.prompt_tokens - cached, 1)
+        rate = m.prompt_tokens_per_second
+        prefill = evaluated / rate if rate > 0 else m.ttft_ms / 1000
+        return prefill + shape.new_tokens / m.tokens_per_second
+
+    def _measured(self, tier: str, backend: str, mode: str) -> Measurement | None:
+        """The device profile's CPU measurement of `tier` on `backend` in `mode`, if any."""
         for m in self.measurements:
-            if (m.tier, m.device, m.backend, m.mode) == (
-                tier,
-                "cpu",
-                backend,
-                mode,
-            ) and m.tokens_per_second > 0:
-                cached = shape.llama_cpp_cached if backend == "llama.cpp" else 0
-                evaluated = max(shape.prompt_tokens - cached, 1)
-                prefill = (
-                    evaluated / m.prompt_tokens_per_second
-                    if m.prompt_tokens_per_second > 0
-                    else m.ttft_ms / 1000
-                )
-                return prefill + shape.new_tokens / m.tokens_per_second
+            wanted = (m.tier, m.device, m.backend, m.mode) == (tier, "cpu", backend, mode)
+            if wanted and m.tokens_per_second > 0:
+                return m
         return None

@@ -61,12 +61,13 @@ class Job:
 
     def next_shared(self, prompt_tokens: int) -> int:
         """How many of the prompt's first tokens (of `prompt_tokens`) the next request is guessed
-        to start with: a chat with tools or a history is a conversation whose next turn starts with
-        this whole prompt; a fill-in-the-middle prompt's next keystroke shares its prefix (the
-        suffix follows it); a raw completion is an editor's, continued; one lone message is taken
+        to start with: an infill's next keystroke shares the code before the cursor (its suffix
+        follows it, in the prompt sent or in the FIM form built); another raw completion is an
+        editor's, continued; a chat of more than one message (a system prompt counts) or with tools
+        is a conversation whose next turn starts with this whole prompt; one lone message is taken
         to stand alone (0)."""
-        if self.infill is not None and self.request.prompt is not None:
-            return estimated_tokens(RawPrompt(self.request.prompt))
+        if self.infill is not None:
+            return int(self.infill.before_chars / CHARS_PER_TOKEN)
         if self.raw is not None or self.request.tools or len(self.request.messages) > 1:
             return prompt_tokens
         return 0

@@ -1,6 +1,7 @@
 """Shared fixtures. Real models only: SmolLM2-135M from its registry package, converted once per
 session into build/test-home inside the clone (reused by later runs while the manifest matches)."""
 
+import hashlib
 import json
 import os
 import socket
@@ -204,10 +205,14 @@ def plain_pip_bin() -> Path:
     installed this checkout, exactly as the README says (made once per clone; editable, so it
     runs this checkout's code)."""
     bin_folder = PLAIN_PIP_VENV / "bin"
-    if not (bin_folder / "npu-convert").is_file():
+    # Made again when pyproject.toml or this Python changed since, or an install was cut short.
+    made_for = f"{sys.version}\n{hashlib.sha256((REPO / 'pyproject.toml').read_bytes()).hexdigest()}\n"
+    stamp = PLAIN_PIP_VENV / "made-for.txt"
+    if not stamp.is_file() or stamp.read_text() != made_for:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(PLAIN_PIP_VENV)], check=True)
         install = [str(bin_folder / "python"), "-m", "pip", "install", "--quiet", "-e", f"{REPO}[convert]"]
         subprocess.run(install, check=True, timeout=1800)
+        stamp.write_text(made_for)
     return bin_folder
 
 

@@ -9,20 +9,23 @@ from fastapi.testclient import TestClient
 
 from npu_engine.backends.llama_cpp import LlamaCppPipeline, StopScan
 from npu_engine.backends.pipeline_spec import LlamaCppSpec
-from npu_engine.catalog import Catalog
+from npu_engine.catalog import Catalog, TierSpec
 from npu_engine.devices import discover
 from npu_engine.engine import Engine
 from npu_engine.errors import UserInputError
-from npu_engine.generation import SamplingOptions
+from npu_engine.generation import RawPrompt, SamplingOptions
 from npu_engine.gguf_source import source_gguf_path
+from npu_engine.infill import InfillEnd
 from npu_engine.manifest import Manifest
 from npu_engine.planner import Planner, RequestShape
 from npu_engine.recipes import load_recipe_book
+from npu_engine.request import GenerateRequest
 from npu_engine.response_format import ResponseFormat
 from npu_engine.scheduler import Measurement
 from npu_engine.server.app import create_app
 from npu_engine.server.config import ServerConfig
 from npu_engine.store import ModelStore
+from npu_engine.targets import Job
 from tests.conftest import PRIME_PROMPT
 from tests.test_server import LOCAL
 
@@ -86,7 +89,7 @@ def test_a_conversation_weighs_its_next_turn_where_llama_cpp_keeps_the_prompt(ca
     # A turn whose next ones start with this whole prompt: OpenVINO reads its 2,000 tokens again for
     # each of the 3 foreseen (4.4 s each), llama.cpp the 80 past its last whole chunk of 128 (0.3 s).
     turn = planner.backend("auto", "auto", "code", cpu, "plain", None, RequestShape(2000, 16, 0, 2000))
-    assert turn.backend == "llama.cpp" and "this request and the 3 expected after it" in turn.reason
+    assert turn.backend == "llama.cpp" and "again for the 3 expected after it" in turn.reason
     assert RequestShape(2000, 16, 0, 2000).next_request("llama.cpp") == RequestShape(2000, 0, 1920)
     assert RequestShape(2000, 16, 0, 2000).next_request("openvino") == RequestShape(2000, 0, 0)
     # An infill whose next keystrokes share only its prefix, 500 tokens before a 1,500-token
@@ -95,6 +98,25 @@ def test_a_conversation_weighs_its_next_turn_where_llama_cpp_keeps_the_prompt(ca
     assert infill.next_request("llama.cpp") == RequestShape(2000, 0, 384)
     assert planner.backend("auto", "auto", "code", cpu, "plain", None, infill).backend == "openvino"
     assert RequestShape(2000, 16).next_request("llama.cpp") is None
+
+
+def test_what_the_next_request_is_guessed_to_share_follows_the_request_shape() -> None:
+    tier = TierSpec("code", "smollm2-135m-instruct", None, 8192)
+    user = {"role": "user", "content": "x" * 700}
+    assert Job(GenerateRequest.of([user]), tier, ()).next_shared(200) == 0  # one lone message
+    chat = Job(GenerateRequest.of([{"role": "system", "content": "Be brief."}, user]), tier, ())
+    assert chat.next_shared(200) == 200  # a conversation: the whole prompt
+    raw = Job(GenerateRequest.completion("def f("), tier, (), raw=RawPrompt("def f("))
+    assert raw.next_shared(2) == 2
+    before, after = "a = 1\n" * 70, "b = 2\n" * 700  # the cursor after 420 characters
+    infill = Job(
+        GenerateRequest.completion(before, suffix=after),
+        tier,
+        (),
+        raw=RawPrompt(before + after),
+        infill=InfillEnd.around(before, after),
+    )
+    assert infill.next_shared(1320) == 120  # the code before the cursor only
 
 
 def test_a_backend_that_answers_worse_is_not_chosen_however_fast(catalog: Catalog) -> None:
