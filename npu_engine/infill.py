@@ -35,7 +35,7 @@ class InfillEnd:
 
     indent: int
     suffix_continues: bool
-    before_chars: int = 0
+    before_chars: int
 
     @classmethod
     def around(cls, before: str, after: str) -> "InfillEnd":

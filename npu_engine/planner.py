@@ -54,7 +54,7 @@ class RequestShape:
     llama_cpp_cached: int = 0
     shared_next: int = 0
 
-    def next_request(self, backend: Backend) -> "RequestShape | None":
+    def next_request(self, backend: str) -> "RequestShape | None":
         """What the next request costs `backend` beyond what both backends pay alike (the text
         added to the prompt, the answer): reading this prompt again, less the whole chunks of its
         shared part that llama.cpp keeps (OpenVINO keeps none); None when none is expected."""
@@ -204,13 +204,14 @@ class Planner:
         worse = self._answers_worse(tier)
         if worse is not None:
             return pick("openvino" if worse[0] == "llama.cpp" else "llama.cpp", worse[1])
-        reads = [self._measured(tier, "openvino", mode), self._measured(tier, "llama.cpp", "plain")]
-        if not all(m is not None and m.prompt_tokens_per_second > 0 for m in reads):
-            shape = replace(shape, shared_next=0)  # kept chunks are weighed only at measured prefill rates
-        ours = self._seconds(tier, "openvino", mode, shape)
-        theirs = self._seconds(tier, "llama.cpp", "plain", shape)
-        if ours is None or theirs is None:
+        ours_measured = self._measured(tier, "openvino", mode)
+        theirs_measured = self._measured(tier, "llama.cpp", "plain")
+        if ours_measured is None or theirs_measured is None:
             return pick(DEFAULT_CPU_BACKEND, "not measured here: the default for CPUs")
+        if min(ours_measured.prompt_tokens_per_second, theirs_measured.prompt_tokens_per_second) <= 0:
+            shape = replace(shape, shared_next=0)  # kept chunks are weighed only at measured prefill rates
+        ours = _seconds(ours_measured, shape)
+        theirs = _seconds(theirs_measured, shape)
         counted = (
             f"this request plus reading its prompt again for the {FORESEEN_REQUESTS} expected after it"
             if shape.shared_next
@@ -254,27 +255,6 @@ class Planner:
             return "openvino", f"OpenVINO answers worse here ({figures})"
         return None
 
-    def _seconds(self, tier: str, backend: Backend, mode: str, shape: RequestShape) -> float | None:
-        """The expected seconds of a request on the CPU by the device profile, with those of the
-        FORESEEN_REQUESTS expected after it on the same backend (see RequestShape.next_request):
-        the backend that keeps the prompt pays for it once. None if unmeasured."""
-        seconds = self._one_request_seconds(tier, backend, mode, shape)
-        following = shape.next_request(backend)
-        if seconds is None or following is None:
-            return seconds
-        each = self._one_request_seconds(tier, backend, mode, following) or 0.0
-        return seconds + FORESEEN_REQUESTS * each
-
-    def _one_request_seconds(self, tier: str, backend: str, mode: str, shape: RequestShape) -> float | None:
-        m = self._measured(tier, backend, mode)
-        if m is None:
-            return None
-        cached = shape.llama_cpp_cached if backend == "llama.cpp" else 0
-        evaluated = max(shape.prompt_tokens - cached, 1)
-        rate = m.prompt_tokens_per_second
-        prefill = evaluated / rate if rate > 0 else m.ttft_ms / 1000
-        return prefill + shape.new_tokens / m.tokens_per_second
-
     def _measured(self, tier: str, backend: str, mode: str) -> Measurement | None:
         """The device profile's CPU measurement of `tier` on `backend` in `mode`, if any."""
         for m in self.measurements:
@@ -282,3 +262,24 @@ class Planner:
             if wanted and m.tokens_per_second > 0:
                 return m
         return None
+
+
+def _seconds(measured: Measurement, shape: RequestShape) -> float:
+    """The expected seconds of a request on the CPU at the `measured` rates, with those of the
+    FORESEEN_REQUESTS expected after it on the same backend (see RequestShape.next_request):
+    the backend that keeps the prompt pays for it once."""
+    following = shape.next_request(measured.backend)
+    seconds = _one_request_seconds(measured, shape)
+    return (
+        seconds
+        if following is None
+        else seconds + FORESEEN_REQUESTS * _one_request_seconds(measured, following)
+    )
+
+
+def _one_request_seconds(measured: Measurement, shape: RequestShape) -> float:
+    cached = shape.llama_cpp_cached if measured.backend == "llama.cpp" else 0
+    evaluated = max(shape.prompt_tokens - cached, 1)
+    rate = measured.prompt_tokens_per_second
+    prefill = evaluated / rate if rate > 0 else measured.ttft_ms / 1000
+    return prefill + shape.new_tokens / measured.tokens_per_second

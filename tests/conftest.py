@@ -192,11 +192,16 @@ def qwen_large_cpu(cache_store: ModelStore) -> Manifest:
 @pytest.fixture(scope="session")
 def clients_python() -> Path:
     """The python of build/clients-venv, with aider-chat (and so litellm) installed in it."""
-    python = CLIENTS_VENV / "bin" / "python"
     if not (CLIENTS_VENV / "bin" / "aider").is_file():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(CLIENTS_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", AIDER], check=True, timeout=1800)
-    return python
+        make_venv(CLIENTS_VENV, AIDER)
+    return CLIENTS_VENV / "bin" / "python"
+
+
+def make_venv(folder: Path, *requirements: str) -> None:
+    """A new venv in `folder` (whatever was there goes), with `pip install` of `requirements`."""
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True)
+    install = [str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet", *requirements]
+    subprocess.run(install, check=True, timeout=1800)
 
 
 @pytest.fixture(scope="session")
@@ -209,9 +214,7 @@ def plain_pip_bin() -> Path:
     made_for = f"{sys.version}\n{hashlib.sha256((REPO / 'pyproject.toml').read_bytes()).hexdigest()}\n"
     stamp = PLAIN_PIP_VENV / "made-for.txt"
     if not stamp.is_file() or stamp.read_text() != made_for:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(PLAIN_PIP_VENV)], check=True)
-        install = [str(bin_folder / "python"), "-m", "pip", "install", "--quiet", "-e", f"{REPO}[convert]"]
-        subprocess.run(install, check=True, timeout=1800)
+        make_venv(PLAIN_PIP_VENV, "-e", f"{REPO}[convert]")
         stamp.write_text(made_for)
     return bin_folder
 

@@ -73,7 +73,7 @@ def test_the_text_of_a_raw_completion() -> None:
     assert (raw, rule) == (RawPrompt("def f():"), None)  # as given: no FIM tokens, no end rules
     raw, rule = completion_prompt(qwen, "qwen", BODY, AFTER)
     assert raw == RawPrompt(qwen.infill.prompt(BODY, AFTER), qwen.infill.stop)
-    assert (rule.indent, rule.suffix_continues) == (4, True)
+    assert rule == InfillEnd(4, True, len(BODY))
     written = qwen.infill.prompt(BODY, AFTER)
     assert completion_prompt(qwen, "qwen", written, None) == (RawPrompt(written, qwen.infill.stop), rule)
     smollm = catalog.model("smollm2-135m-instruct").family
