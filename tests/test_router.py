@@ -107,6 +107,78 @@ def test_chat_messages_are_routed_by_the_last_user_turn() -> None:
     assert route(messages).task == "edit"
 
 
+SNIPPET = "Write a Python function that merges overlapping intervals."
+HAIKU = "Write a haiku about the sea."
+UNSURE_REVIEW = "Review this: `def f(): pass` what's wrong?"  # fast tier, unsure
+UNSURE_SQL = (  # the bench session's fourth turn: the large tier, unsure
+    "Table: employees(id INTEGER PRIMARY KEY, name TEXT, department TEXT, salary INTEGER).\n"
+    "Write one SQLite query returning each department and its average salary, as columns "
+    "department, avg_salary, only for departments with more than two employees, ordered by "
+    "department.\nReply with only the query, in one ```sql block."
+)
+
+
+def conversation(*turns: str) -> list[dict[str, str]]:
+    """A system prompt, then each of `turns` as a user message answered by the assistant, the
+    last one unanswered: the messages of the request that asks for the last turn."""
+    messages = [{"role": "system", "content": "You are a coding agent."}]
+    for text in turns:
+        messages += [{"role": "user", "content": text}, {"role": "assistant", "content": "Done."}]
+    return messages[:-1]
+
+
+def test_a_conversation_keeps_its_tier_for_an_unsure_turn_and_moves_for_a_sure_one() -> None:
+    router = Router()
+    switch = router.rules.switch_confidence
+    alone = {text: router.route(text) for text in (SNIPPET, HAIKU, UNSURE_REVIEW, UNSURE_SQL)}
+    assert alone[SNIPPET].tier == "code" and alone[HAIKU].tier == "fast"
+    assert alone[HAIKU].confidence >= switch
+    assert (alone[UNSURE_REVIEW].tier, alone[UNSURE_SQL].tier) == ("fast", "large")
+    assert max(alone[UNSURE_REVIEW].confidence, alone[UNSURE_SQL].confidence) < switch
+
+    kept = router.route(conversation(SNIPPET, UNSURE_SQL))
+    assert (kept.task, kept.tier, kept.confidence) == ("complex", "code", alone[UNSURE_SQL].confidence)
+    assert kept.signals[-1] == (
+        f"the conversation stays on code: large at confidence {kept.confidence:.2f} "
+        f"is under the {switch:.2f} that moves it"
+    )
+    assert router.route(conversation(SNIPPET, UNSURE_REVIEW)).tier == "code"
+    moved = router.route(conversation(SNIPPET, HAIKU))
+    assert moved == alone[HAIKU]
+    # Once moved, the conversation is on the new tier: an unsure turn stays there, not on the first.
+    assert router.route(conversation(SNIPPET, HAIKU, UNSURE_SQL)).tier == "fast"
+    # A conversation of one user turn (tool results after it included) is routed by that turn.
+    with_tools = [*conversation(UNSURE_SQL), {"role": "assistant", "content": ""}]
+    with_tools.append({"role": "tool", "content": "3 rows"})
+    assert router.route(with_tools) == alone[UNSURE_SQL]
+
+
+def test_how_sure_a_turn_must_be_to_move_a_conversation_is_in_the_rules(tmp_path: Path) -> None:
+    raw = load_rules().to_dict()
+    assert raw["switch_confidence"] == 0.6  # the shipped value, its measurement in router.py
+    raw["switch_confidence"] = 0.4
+    path = tmp_path / "router.json"
+    path.write_text(json.dumps(raw))
+    assert Router(load_rules(path)).route(conversation(SNIPPET, UNSURE_SQL)).tier == "large"
+    del raw["switch_confidence"]  # a rules file from before the setting: the shipped value
+    path.write_text(json.dumps(raw))
+    assert load_rules(path).switch_confidence == 0.6
+
+
+def test_a_session_s_earlier_turns_are_classified_once() -> None:
+    asked: list[str] = []
+
+    def classifier(text: str) -> str:
+        asked.append(text)
+        return "snippet"
+
+    router = Router(classifier=classifier)  # type: ignore[arg-type]
+    for turns in range(1, 4):
+        route_now = router.route(conversation(*[UNSURE_REVIEW, UNSURE_SQL, SNIPPET][:turns]))
+        assert route_now.tier == "code"
+    assert asked == [UNSURE_REVIEW, UNSURE_SQL]
+
+
 def test_a_user_rules_file_changes_the_mapping(tmp_path: Path) -> None:
     raw = load_rules().to_dict()
     raw["tiers"]["explain"] = "large"
