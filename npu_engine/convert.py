@@ -313,7 +313,9 @@ class Converter:
     ) -> tuple[Path, Manifest]:
         from npu_engine import export
 
-        if source.format != "ir":  # storing a pre-converted IR needs no conversion library
+        # Storing a pre-converted IR needs no conversion library; the bounded path loads its own
+        # where it needs them (gguf_export), and quiets them for its fallback (_build_in).
+        if source.format != "ir" and recipe.path != "gguf-direct":
             with missing_libraries_named():
                 export.quiet_libraries()
         with self.store.staging() as stage:
@@ -347,6 +349,7 @@ class Converter:
                 return self._commit(model_folder, source, recipe, request, name, replace)
             except gguf_export.GraphNotBuilt as error:
                 self.reporter.info(f"{error}; converting through a float model instead")
+                export.quiet_libraries()
                 for leftover in stage.iterdir():
                     shutil.rmtree(leftover)
                 recipe = dataclasses.replace(recipe, path="dequantized")  # `replace` is an argument here

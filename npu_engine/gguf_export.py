@@ -14,12 +14,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from npu_engine.apart import run_apart
 from npu_engine.errors import ConversionError, first_line
 from npu_engine.gguf_file import GgufInfo, read_gguf
 from npu_engine.gguf_standin import needs_standin, standin_refusal, write_standin
 from npu_engine.gguf_tokenizer import write_tokenizer
 from npu_engine.gguf_weights import gguf_rows, matrices, unsupported
 from npu_engine.recipes import Recipe, calibration_texts
+from npu_engine.torch_stack import hide_mismatched_torchvision
 
 if TYPE_CHECKING:
     from npu_engine.requantize import WeightPlan
@@ -68,7 +70,9 @@ def _export(info: GgufInfo, output: Path, recipe: Recipe, stage: Path) -> None:
     if why_not is not None:
         raise ConversionError(f"{info.path.name} cannot take the bounded path: {why_not}")
     output.mkdir(parents=True, exist_ok=True)
-    write_configs(info, output, stage / "tokenizer")
+    # transformers (and torch under it) are loaded only in a process of their own: they would
+    # otherwise sit under the graph build and the calibration, the peak of this path.
+    run_apart(write_configs, info, output, stage / "tokenizer")
     graph_source = info
     if needs_standin(info):
         (stage / "standin").mkdir()
@@ -145,7 +149,8 @@ def build_graph(info: GgufInfo, folder: Path, tokenizer_dir: Path) -> Path:
 
 def write_configs(info: GgufInfo, output: Path, scratch: Path) -> None:
     """The tokenizer (files and OpenVINO IR), config.json and generation_config.json, as the
-    de-quantize path's export writes them."""
+    de-quantize path's export writes them (run apart from the conversion: see _export)."""
+    hide_mismatched_torchvision()  # a process of its own: nothing has imported transformers yet
     from optimum.exporters.openvino.convert import export_tokenizer
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 

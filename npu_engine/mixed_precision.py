@@ -16,7 +16,7 @@ import numpy as np
 import openvino as ov
 from openvino import opset13 as ops
 
-from npu_engine.requantize import INT8_ASYM, RowSource, WeightPlan, blocks
+from npu_engine.requantize import INT8_ASYM, RowSource, WeightPlan, blocks, quiet_nncf
 
 # NNCF's eps in the weight score: float32's.
 EPS = float(np.finfo(np.float32).eps)
@@ -47,8 +47,11 @@ def activation_variances(
     first = len(model.outputs)
     model.add_outputs(outputs)
     request = core.compile_model(model, "CPU").create_infer_request()
-    totals = np.zeros(len(outputs))
-    for ids in token_ids:
+    measured = np.zeros((len(token_ids), len(outputs)))
+    # Longest sample first: the plugin's buffers are sized once for it and reused by the shorter
+    # ones (the 1.5B's calibration peaked 0.3 GB lower than in the given order).
+    for sample in sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i])):
+        ids = token_ids[sample]
         request.reset_state()
         length = len(ids)
         request.infer(
@@ -60,7 +63,10 @@ def activation_variances(
             }
         )
         for index in range(len(outputs)):
-            totals[index] += float(request.get_output_tensor(first + index).data)
+            measured[sample, index] = float(request.get_output_tensor(first + index).data)
+    totals = np.zeros(len(outputs))
+    for row in measured:  # summed in the samples' own order, as they always were
+        totals += row
     means = totals / max(1, len(token_ids))
     return [float(means[index]) for index in order]
 
@@ -68,6 +74,7 @@ def activation_variances(
 def int8_error(rows: RowSource, shape: tuple[int, int]) -> float:
     """NNCF's INT8 asymmetric error of a weight, `max_mean`: the largest, over output rows, mean
     squared difference between a row and its INT8 round trip."""
+    quiet_nncf()
     from nncf import CompressWeightsMode
     from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
     from nncf.quantization.algorithms.weight_compression.weight_lowering import (

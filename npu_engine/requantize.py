@@ -8,8 +8,10 @@ and put back in the graph in the layout NNCF writes, which the CPU, GPU and NPU 
 compressed weights. Peak memory is the source model, the output model and one block of rows.
 """
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -167,11 +169,23 @@ def group_for(recipe: Recipe, mode: str, columns: int) -> int | None:
     return adjusted if adjusted >= MIN_ADJUSTED_GROUP else None
 
 
+@cache
+def quiet_nncf() -> None:
+    """NNCF imported (with torch under it) and its logs silenced: called where it is first needed,
+    so that a conversion loads it only after its calibration (see gguf_export)."""
+    import nncf  # sets its own logger's level when imported: import it before setting ours
+
+    nncf.set_log_level(logging.ERROR)
+    for name in ("nncf", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def compress_rows(
     values: np.ndarray, mode: str, group: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """NNCF's integer compression of a block of rows: (integers, scale, zero point), grouped as
     [rows, groups, group] when `group` is not -1."""
+    quiet_nncf()
     from nncf import CompressWeightsMode
     from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
     from nncf.quantization.algorithms.weight_compression.weight_lowering import compress_weight
