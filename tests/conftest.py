@@ -84,27 +84,38 @@ def tree_resident_bytes(root: psutil.Process) -> int:
     return total
 
 
+# wait4 in a launcher of a few MB: a child forked straight from the suite's process (gigabytes
+# of models loaded) would report the suite's resident size as its own peak.
+LAUNCHER = (
+    "import os, subprocess, sys; process = subprocess.Popen(sys.argv[2:]); "
+    "_, status, usage = os.wait4(process.pid, 0); "
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss * 1024)); "
+    "sys.exit(os.waitstatus_to_exitcode(status))"
+)
+
+
 def run_measured(args: list[str], env: dict[str, str]) -> tuple[int, str, str, int]:
     """Run `args` to its end: exit code, stdout, stderr and the peak resident bytes of the whole
     process tree. That is the larger of what wait4 reports (the largest single process, exact, as
     /usr/bin/time reports it) and the highest sum over the process and its descendants, sampled
     every 0.1 s (`tree_resident_bytes`): a conversion runs some steps in processes of their own."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen(args, stdout=out, stderr=err, text=True, env={**os.environ, **env})
-        tree, started, summed = psutil.Process(process.pid), time.monotonic(), 0
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            with contextlib.suppress(psutil.Error):  # a process that ended between the two calls
-                summed = max(summed, tree_resident_bytes(tree))
-            if time.monotonic() - started > 3600:
-                process.kill()
-            time.sleep(0.1)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return process.returncode, out.read(), err.read(), max(usage.ru_maxrss * 1024, summed)
+    with tempfile.TemporaryDirectory() as scratch:
+        peak_file, out_file, err_file = (Path(scratch) / name for name in ("peak", "out", "err"))
+        with out_file.open("w") as out, err_file.open("w") as err:
+            launcher = subprocess.Popen(
+                [sys.executable, "-c", LAUNCHER, str(peak_file), *args],
+                stdout=out,
+                stderr=err,
+                env={**os.environ, **env},
+            )
+            tree, summed = psutil.Process(launcher.pid), 0
+            while launcher.poll() is None:
+                with contextlib.suppress(psutil.Error):  # a process that ended meanwhile
+                    summed = max(summed, tree_resident_bytes(tree))
+                time.sleep(0.1)
+        waited = int(peak_file.read_text()) if peak_file.is_file() else 0
+        output, errors = out_file.read_text(), err_file.read_text()
+    return launcher.returncode, output, errors, max(waited, summed)
 
 
 def convert_measured(store: ModelStore, source: str, device: str, recipe: str | None = None) -> Manifest:
