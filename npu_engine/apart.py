@@ -22,11 +22,11 @@ def run_apart(step: Callable[..., Result], *args: object) -> Result:
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         try:
             return pool.submit(_silenced, step, *args).result()
-        except BrokenProcessPool:
+        except BrokenProcessPool as error:
             raise ConversionError(
                 f"{step.__name__.replace('_', ' ')} ended abruptly in its own process "
-                "(out of memory, or killed)"
-            ) from None
+                f"(out of memory or killed, or it could not start): {error}"
+            ) from error
 
 
 def _silenced(step: Callable[..., Result], *args: object) -> Result:

@@ -312,7 +312,8 @@ class Router:
 
     def _continued(self, session: Route, turn: Route) -> Route:
         """`turn`, or `turn` kept on the `session`'s tier where it is too unsure to move it."""
-        if turn.tier == session.tier or turn.confidence >= self.rules.switch_confidence:
+        decided = turn.stage == "model" or turn.confidence >= self.rules.switch_confidence
+        if turn.tier == session.tier or decided:  # the fast model's answer is asked for a reason
             return turn
         strategy: Strategy = (
             "prompt_lookup" if turn.strategy == "prompt_lookup" else self._drafted(session.tier)

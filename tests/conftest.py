@@ -79,7 +79,8 @@ def tree_resident_bytes(root: psutil.Process) -> int:
     and counting its RSS would count them twice)."""
     total = root.memory_info().rss
     for child in root.children(recursive=True):
-        if child.cmdline() != child.parent().cmdline():
+        parent = child.parent()
+        if parent is None or child.cmdline() != parent.cmdline():
             total += child.memory_info().rss
     return total
 
@@ -108,8 +109,12 @@ def run_measured(args: list[str], env: dict[str, str]) -> tuple[int, str, str, i
                 stderr=err,
                 env={**os.environ, **env},
             )
-            tree, summed = psutil.Process(launcher.pid), 0
+            tree, summed, deadline = psutil.Process(launcher.pid), 0, time.monotonic() + 3600
             while launcher.poll() is None:
+                if time.monotonic() > deadline:  # a hung conversion: end it and its children
+                    for member in [*tree.children(recursive=True), tree]:
+                        with contextlib.suppress(psutil.Error):
+                            member.kill()
                 with contextlib.suppress(psutil.Error):  # a process that ended meanwhile
                     summed = max(summed, tree_resident_bytes(tree))
                 time.sleep(0.1)
