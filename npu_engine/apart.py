@@ -2,8 +2,11 @@
 the libraries it imports (transformers and torch hold about 0.45 GB once loaded) and the memory
 it frees but its allocator keeps would otherwise stay under the rest of a conversion's peak."""
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -12,6 +15,7 @@ from typing import TypeVar
 from npu_engine.errors import ConversionError
 
 Result = TypeVar("Result")
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent ends
 
 
 def run_apart(step: Callable[..., Result], *args: object) -> Result:
@@ -19,9 +23,9 @@ def run_apart(step: Callable[..., Result], *args: object) -> Result:
     nowhere; its result, or the exception it raised, arrives here. A process that dies (the
     system out of memory) is a ConversionError."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter, not a copy of this one
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_as_a_child) as pool:
         try:
-            return pool.submit(_silenced, step, *args).result()
+            return pool.submit(step, *args).result()
         except BrokenProcessPool as error:
             raise ConversionError(
                 f"{step.__name__.replace('_', ' ')} ended abruptly in its own process "
@@ -29,8 +33,12 @@ def run_apart(step: Callable[..., Result], *args: object) -> Result:
             ) from error
 
 
-def _silenced(step: Callable[..., Result], *args: object) -> Result:
+def _as_a_child() -> None:
+    """In the new process, before its step: it ends with its parent (Linux; a converter killed
+    with -9 must not leave a child writing into a staging folder the next run cleans), and its own
+    output goes nowhere."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     with open(os.devnull, "w", encoding="utf-8") as sink:
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
-    return step(*args)
