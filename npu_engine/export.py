@@ -18,15 +18,16 @@ EMBEDDING_TASK = "feature-extraction"  # an encoder's last hidden state: TextEmb
 
 def quiet_libraries() -> None:
     """Silence the libraries' own logs and bars; our reporter speaks for them."""
-    import nncf  # sets its own logger's level when imported: import it before setting ours
     import transformers
     from huggingface_hub.utils import disable_progress_bars
 
+    from npu_engine.requantize import quiet_nncf
+
+    quiet_nncf()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     disable_progress_bars()
-    nncf.set_log_level(logging.ERROR)
-    for name in ("nncf", "optimum", "transformers", "torch"):
+    for name in ("optimum", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

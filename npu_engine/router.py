@@ -270,10 +270,15 @@ def scores(rules: RouterRules, features: dict[str, float]) -> dict[str, float]:
     return {task: value / total for task, value in exp.items()}
 
 
+def user_turns(messages: Sequence[Message]) -> list[str]:
+    """The contents of the user messages, in order."""
+    return [m.get("content", "") for m in messages if m.get("role") == "user"]
+
+
 def prompt_text(prompt: str | Sequence[Message]) -> str:
     """What the router reads: the last user message (the request being answered)."""
     messages = as_messages(prompt)
-    users = [m.get("content", "") for m in messages if m.get("role") == "user"]
+    users = user_turns(messages)
     return users[-1] if users else (messages[-1].get("content", "") if messages else "")
 
 
@@ -302,7 +307,7 @@ class Router:
         order, as the requests before this one were), so any client's conversation keeps its tier
         and its kept prompt without the engine holding sessions."""
         messages = as_messages(prompt)
-        users = [m.get("content", "") for m in messages if m.get("role") == "user"]
+        users = user_turns(messages)
         if len(users) < 2:
             return self._routed(prompt_text(messages))
         session = self._routed(users[0])

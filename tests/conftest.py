@@ -73,6 +73,14 @@ PEAKS_FILE = "conversion-peaks.json"
 
 # The measured process is started by a small launcher, as /usr/bin/time does: a child forked from
 # the suite's process starts with the suite's resident pages and its peak (ru_maxrss) with them.
+LAUNCHER = (
+    "import os, subprocess, sys; process = subprocess.Popen(sys.argv[2:]); "
+    "_, status, usage = os.wait4(process.pid, 0); "
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss * 1024)); "
+    "sys.exit(os.waitstatus_to_exitcode(status))"
+)
+
+
 def tree_resident_bytes(root: psutil.Process) -> int:
     """The resident bytes of `root` and its descendants, leaving out forks that have not yet run
     another program (the libraries fork to run a command: such a child shares its parent's pages,
@@ -83,16 +91,6 @@ def tree_resident_bytes(root: psutil.Process) -> int:
         if parent is None or child.cmdline() != parent.cmdline():
             total += child.memory_info().rss
     return total
-
-
-# wait4 in a launcher of a few MB: a child forked straight from the suite's process (gigabytes
-# of models loaded) would report the suite's resident size as its own peak.
-LAUNCHER = (
-    "import os, subprocess, sys; process = subprocess.Popen(sys.argv[2:]); "
-    "_, status, usage = os.wait4(process.pid, 0); "
-    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss * 1024)); "
-    "sys.exit(os.waitstatus_to_exitcode(status))"
-)
 
 
 def run_measured(args: list[str], env: dict[str, str]) -> tuple[int, str, str, int]:

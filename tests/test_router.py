@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from npu_engine.devices import discover
 from npu_engine.engine import Engine
 from npu_engine.errors import UserInputError
 from npu_engine.manifest import Manifest
-from npu_engine.router import TASKS, Router, load_rules, route
+from npu_engine.router import TASKS, Router, Task, load_rules, route
 from npu_engine.router_fit import evaluate, fit, load_labelled
 from npu_engine.store import ModelStore
 
@@ -166,13 +167,8 @@ def test_how_sure_a_turn_must_be_to_move_a_conversation_is_in_the_rules(tmp_path
 
 
 def test_a_session_s_earlier_turns_are_classified_once() -> None:
-    asked: list[str] = []
-
-    def classifier(text: str) -> str:
-        asked.append(text)
-        return "snippet"
-
-    router = Router(classifier=classifier)  # type: ignore[arg-type]
+    classifier, asked = recording_classifier("snippet")
+    router = Router(classifier=classifier)
     for turns in range(1, 4):
         route_now = router.route(conversation(*[UNSURE_REVIEW, UNSURE_SQL, SNIPPET][:turns]))
         assert route_now.tier == "code"
@@ -193,14 +189,20 @@ def test_a_user_rules_file_changes_the_mapping(tmp_path: Path) -> None:
         load_rules(path)
 
 
-def test_the_second_stage_is_asked_only_when_the_rules_are_unsure() -> None:
+def recording_classifier(answer: Task) -> tuple[Callable[[str], Task | None], list[str]]:
+    """A second stage that always answers `answer`, and the texts it was asked about."""
     asked: list[str] = []
 
-    def classifier(text: str) -> str:
+    def classifier(text: str) -> Task | None:
         asked.append(text)
-        return "explain"
+        return answer
 
-    router = Router(classifier=classifier)  # type: ignore[arg-type]
+    return classifier, asked
+
+
+def test_the_second_stage_is_asked_only_when_the_rules_are_unsure() -> None:
+    classifier, asked = recording_classifier("explain")
+    router = Router(classifier=classifier)
     sure = router.route(FENCED_FIX)
     assert sure.stage == "rules" and asked == []
     unsure = router.route("Review this: `def f(): pass` what's wrong?")
