@@ -85,6 +85,13 @@ def reference_answers() -> dict[str, str]:
     }
 
 
+def wrong_answers() -> dict[str, str]:
+    """A nearly-right answer per task where one was written (an off-by-one, a missed edge case),
+    fenced as a model would answer: the bench's own tests check that each fails."""
+    written = read_toml("bench.tasks", "wrong.toml")
+    return {task_id: f"```\n{code.strip()}\n```" for task_id, code in written.items()}
+
+
 def check_answer(
     task: CodingTask, answer: str, limits: SandboxLimits = DEFAULT_LIMITS
 ) -> tuple[SandboxRun, bool]:
