@@ -186,7 +186,7 @@ class Converter:
         )
         why = None
         if source.gguf is not None and not request.dequantize:
-            why = bounded_refusal(request.device, recipe, source.gguf)
+            why = bounded_refusal(recipe, source.gguf)
         return replace(plan, not_bounded=why or "")
 
     def plan_tier(
@@ -436,22 +436,16 @@ def conversion_path(source: ResolvedSource, recipe: Recipe, request: ConvertRequ
 def gguf_path(request: ConvertRequest, recipe: Recipe, info: GgufInfo | None) -> str:
     """The path of a GGUF conversion; `info` None is a catalog model planned before its file is
     read (its tensor types decide once it is, and the memory check is made again then)."""
-    if request.dequantize or bounded_refusal(request.device, recipe, info):
+    if request.dequantize or bounded_refusal(recipe, info):
         return "dequantized"
     return "gguf-direct"
 
 
-def bounded_refusal(device: DeviceClass, recipe: Recipe, info: GgufInfo | None) -> str | None:
-    """Why a GGUF conversion for `device` with `recipe` cannot take the bounded path (of `info`,
-    when its file is read); None when it can."""
-    if device == "npu":
-        return NPU_FLOAT_PATH
+def bounded_refusal(recipe: Recipe, info: GgufInfo | None) -> str | None:
+    """Why a GGUF conversion with `recipe` cannot take the bounded path (of `info`, when its file
+    is read); None when it can. Every device takes it: GenAI's graph is mended for the NPU
+    (genai_graph)."""
     return gguf_refusal(info, recipe) if info is not None else recipe_refusal(recipe)
-
-
-# OpenVINO GenAI's GGUF-built graph does not compile for the NPU (NPUW's static reshape fails on
-# its key/value broadcast, seen on the emulated NPU), so NPU models keep optimum-intel's graph.
-NPU_FLOAT_PATH = "the NPU needs optimum-intel's graph"
 
 
 def source_needs(source: ResolvedSource, recipe: Recipe) -> ConversionNeeds:

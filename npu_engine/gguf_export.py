@@ -4,7 +4,8 @@ OpenVINO GenAI builds the model graph straight from the GGUF's quantized tensors
 file's size in memory); each weight is then read exactly from the file a block of rows at a time
 and compressed with the recipe by NNCF's lowering (`requantize`). The tokenizer is the one the
 de-quantize path writes (`gguf_tokenizer`), so both paths tokenize alike. Data-aware mixed
-precision measures its activations on the GenAI-built model (`mixed_precision`).
+precision measures its activations on the GenAI-built model (`mixed_precision`). The graph is
+mended for the NPU (`genai_graph`), so NPU recipes take this path too.
 """
 
 import gc
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from npu_engine.apart import run_apart
 from npu_engine.errors import ConversionError, first_line
+from npu_engine.genai_graph import mend_for_npu
 from npu_engine.gguf_file import GgufInfo, read_gguf
 from npu_engine.gguf_standin import needs_standin, standin_refusal, write_standin
 from npu_engine.gguf_tokenizer import write_tokenizer
@@ -82,6 +84,8 @@ def _export(info: GgufInfo, output: Path, recipe: Recipe, stage: Path) -> None:
     if graph_source is not info:
         shutil.rmtree(stage / "standin")
     model = ov.Core().read_model(graph / "openvino_model.xml")
+    # One graph for every device: the mends change nothing the CPU computes.
+    mend_for_npu(model)
     with gguf_rows(info) as rows:
         exact = [
             ExactWeight(matrix.tensor.name, (matrix.rows, matrix.columns), partial(rows.rows, matrix))

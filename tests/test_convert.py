@@ -49,6 +49,7 @@ def test_the_npu_recipe_is_recorded(smollm_npu: Manifest) -> None:
     recipe = smollm_npu.recipe
     assert (recipe.weight_format, recipe.sym, recipe.group_size, recipe.ratio) == ("int4", True, 128, 1.0)
     assert smollm_npu.device == "npu"
+    assert recipe.path == "gguf-direct"  # GenAI's graph, mended for the NPU (genai_graph)
 
 
 def test_rerun_is_a_no_op(smollm_cpu: Manifest, cache_store: ModelStore) -> None:

@@ -11,12 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from npu_engine.backends.openvino_genai import OpenVinoPipeline
+from npu_engine.backends.pipeline_spec import PipelineSpec
 from npu_engine.conversion_needs import conversion_needs
 from npu_engine.convert import ConvertRequest, conversion_path
 from npu_engine.errors import ConversionError
+from npu_engine.genai_graph import mend_for_npu
+from npu_engine.generation import SamplingOptions
 from npu_engine.gguf_export import export_ir_from_gguf, refusal
 from npu_engine.gguf_file import read_gguf
-from npu_engine.gguf_standin import needs_standin
+from npu_engine.gguf_standin import needs_standin, write_standin
 from npu_engine.gguf_weights import gguf_rows, matrices
 from npu_engine.mixed_precision import int4_layers
 from npu_engine.progress import SilentReporter
@@ -215,21 +219,60 @@ def test_which_sources_take_the_bounded_path(tiny_llama: Path, qwen_gguf: Path) 
 
 
 def test_ollama_models_convert_on_the_bounded_path(tmp_path: Path, tiny_llama: Path) -> None:
-    """deepseek-coder:6.7b-instruct's layout (llama) from an Ollama store, for the CPU (bounded)
-    and the NPU."""
+    """deepseek-coder:6.7b-instruct's layout (llama) from an Ollama store, for the CPU and the NPU,
+    both on the bounded path; the NPU's compiles and decodes on the emulated NPU (NPUW)."""
     ollama = ollama_store(tmp_path / "ollama", tiny_llama, name="deepseek-coder", tag="6.7b-instruct")
     store = ModelStore(tmp_path / "home")
     converter = make_converter(store, ollama)
-    # The NPU keeps optimum-intel's graph: GenAI's GGUF-built one does not compile for NPUW.
-    for device, path in (("cpu", "gguf-direct"), ("npu", "dequantized")):
+    for device in ("cpu", "npu"):
         request = ConvertRequest(source="ollama:deepseek-coder:6.7b-instruct", device=device)
         manifest = converter.convert(request).manifest
-        assert manifest.recipe.path == path
+        assert manifest.recipe.path == "gguf-direct"
         assert manifest.source.kind == "ollama"
         assert (store.path(manifest.name) / "openvino_model.xml").is_file()
     names = sorted(m.name for m in store.manifests())
     assert names == ["deepseek-coder-6.7b-instruct-int4-sym-npu", "deepseek-coder-6.7b-instruct-int8"]
     assert store.debris() == []
+    npu = OpenVinoPipeline(PipelineSpec(store.path(names[0]), "NPU", max_prompt_len=64, emulate_npu=True))
+    answer = npu.generate([{"role": "user", "content": "hello"}], SamplingOptions(max_new_tokens=4))
+    assert answer.metrics.output_tokens == 4
+
+
+def test_the_mends_make_genais_graph_compile_for_the_npu_and_change_nothing_on_the_cpu(
+    tmp_path: Path, tiny_qwen2: Path
+) -> None:
+    """Mended for the NPU (genai_graph), GenAI's graph computes the same logits on the CPU to the
+    bit; that the emulated NPU compiles it is test_ollama_models_convert_on_the_bounded_path's."""
+    import openvino as ov
+
+    from npu_engine.gguf_export import build_graph, write_configs
+
+    stage = tmp_path / "stage"
+    write_configs(read_gguf(tiny_qwen2), tmp_path / "tokenizer", stage)
+    standin = tmp_path / "standin" / tiny_qwen2.name
+    standin.parent.mkdir()
+    write_standin(read_gguf(tiny_qwen2), standin)
+    graph = build_graph(read_gguf(standin), tmp_path / "genai", tmp_path / "tokenizer")
+    core = ov.Core()
+    built = core.read_model(graph / "openvino_model.xml")
+    mended = core.read_model(graph / "openvino_model.xml")
+    done = mend_for_npu(mended)
+    assert (done.broadcasts, done.states) == (2 * SHAPES["tiny"].layers, SHAPES["tiny"].layers)
+    assert sorted(v.get_info().variable_id for v in mended.get_variables())[:2] == [
+        "past_key_values.0.keypresent.0.key",
+        "past_key_values.0.valuepresent.0.value",
+    ]
+    ids = np.array([[1, 5, 9, 2, 7, 3]], dtype=np.int64)
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None, :],
+        "beam_idx": np.zeros(1, dtype=np.int32),
+    }
+    logits = [
+        core.compile_model(m, "CPU").create_infer_request().infer(inputs)["logits"] for m in (built, mended)
+    ]
+    assert np.array_equal(logits[0], logits[1])
 
 
 def test_the_bounded_estimate_fits_the_plans_models_on_the_plans_laptop() -> None:
