@@ -337,7 +337,14 @@ def to_measurements(
     """Device-profile entries: the engine's own figures; emulated devices never count as speed
     figures. Plain decoding's entry carries the pass@1 its model scored on that backend (greedy
     answers are the same in every mode), when the quality part measured it."""
-    scored = {(q.model, q.backend): q.pass_at_1 for q in quality if q.system == "npu-engine"}
+    ours = [q for q in quality if q.system == "npu-engine"]
+    scored = {(q.model, q.backend): q.pass_at_1 for q in ours}
+    per_language = {
+        (q.model, q.backend): tuple(
+            (language, done / total) for language, (done, total) in sorted(q.by_language().items())
+        )
+        for q in ours
+    }
     measured = [
         Measurement(
             s.tier,
@@ -348,6 +355,7 @@ def to_measurements(
             s.backend,
             s.prompt_tokens_per_second.mean,
             scored.get((s.model, s.backend)) if s.mode == "plain" else None,
+            per_language.get((s.model, s.backend), ()) if s.mode == "plain" else (),
         )
         for s in summaries
         if not s.emulated and s.system == "npu-engine"

@@ -11,14 +11,16 @@ from npu_engine.convert import Converter, ConvertRequest, describe, describe_pla
 from npu_engine.errors import ConversionMemoryError, StoreError
 from npu_engine.files import human_bytes
 from npu_engine.manifest import verify_files
+from npu_engine.model_signature import check_model_signature, sign_model, signature_path
 from npu_engine.ovms_export import OVMS_DEVICES, OvmsRequest, export_ovms
 from npu_engine.progress import Reporter, RichReporter, SilentReporter
+from npu_engine.receipt_keys import ReceiptKeys, load_public_key
 from npu_engine.recipes import DeviceClass, load_recipe_book
 from npu_engine.settings import catalog_profile, engine_home, ollama_models_dir
 from npu_engine.sources import SPEC_HELP
 from npu_engine.store import ModelStore
 
-COMMANDS = ("convert", "tier", "list", "verify", "rm", "prune-cache", "export-ovms")
+COMMANDS = ("convert", "tier", "list", "verify", "sign", "rm", "prune-cache", "export-ovms")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,8 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list the models in the store")
     listing.add_argument("--cache", action="store_true", help="also show each model's compiled-model cache")
     commands.add_parser("prune-cache", help="delete compiled-model caches of models no longer in the store")
-    verify = commands.add_parser("verify", help="re-hash every file of a model against its manifest")
+    verify = commands.add_parser(
+        "verify", help="re-hash every file of a model against its manifest, and check its signature if signed"
+    )
     verify.add_argument("name")
+    verify.add_argument(
+        "--key", type=Path, metavar="PUB", help="the signer's public key (default: this engine home's)"
+    )
+    sign = commands.add_parser(
+        "sign",
+        help="sign a model's manifest and files with this engine home's key (npu-engine key prints it)",
+    )
+    sign.add_argument("name")
     remove = commands.add_parser("rm", help="remove a model from the store")
     remove.add_argument("name")
     ovms = commands.add_parser(
@@ -121,6 +133,9 @@ def _run(args: argparse.Namespace) -> int:
             profile = args.profile or catalog_profile()
             results = converter.convert_tier(profile, args.tier, args.device, args.recipe, args.force)
         for result in results:
+            if not result.already_done:
+                # A model converted anew is not the one its signature (if any) was made for.
+                signature_path(store, result.manifest.name).unlink(missing_ok=True)
             print(describe(result))
         return 0
     if args.command == "list":
@@ -129,10 +144,15 @@ def _run(args: argparse.Namespace) -> int:
         print(f"freed {human_bytes(store.prune_cache())} in {store.cache_dir}")
         return 0
     if args.command == "verify":
-        return _verify(store, args.name, reporter)
+        return _verify(store, args.name, reporter, args.key)
+    if args.command == "sign":
+        signature = sign_model(store, args.name, ReceiptKeys(store.root))
+        print(f"{args.name}: signed with key {signature.keyid[:16]} in {signature.path}")
+        return 0
     if args.command == "export-ovms":
         return _export_ovms(store, args)
     manifest = store.remove(args.name)
+    signature_path(store, args.name).unlink(missing_ok=True)
     if manifest is None:
         print(f"removed {args.name} (it was not a complete model)")
     else:
@@ -207,13 +227,20 @@ def _export_ovms(store: ModelStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(store: ModelStore, name: str, reporter: Reporter) -> int:
+def _verify(store: ModelStore, name: str, reporter: Reporter, key: Path | None = None) -> int:
     manifest = store.get(name)
     with reporter.step(f"verifying {name}", total=manifest.size) as advance:
         problems = verify_files(store.path(name), manifest, advance)
     if problems:
         raise StoreError(f"{name} failed verification: " + "; ".join(problems))
-    print(f"{name}: ok, {len(manifest.files)} files, {human_bytes(manifest.size)} match the manifest")
+    signature = None
+    if signature_path(store, name).is_file():
+        public = load_public_key(key) if key is not None else ReceiptKeys(store.root).public_key()
+        signature = check_model_signature(store, name, public)
+    signed = (
+        f", signed with key {signature.keyid[:16]} at {signature.signed}" if signature else ", not signed"
+    )
+    print(f"{name}: ok, {len(manifest.files)} files, {human_bytes(manifest.size)} match the manifest{signed}")
     return 0
 
 

@@ -49,7 +49,7 @@ def read_profile(path: Path) -> DeviceProfile | None:
         return None
     try:
         raw = json.loads(path.read_text("utf-8"))
-        measurements = tuple(Measurement(**entry) for entry in raw["measurements"])
+        measurements = tuple(_measurement(entry) for entry in raw["measurements"])
         tuned = tuple(_tuned(entry) for entry in raw.get("tuned", ()))
         return DeviceProfile(raw["machine"], raw["created"], measurements, tuned)
     except (ValueError, KeyError, TypeError) as error:
@@ -71,3 +71,9 @@ def _tuned(entry: dict[str, Any]) -> TunedSettings:
 def write_profile(path: Path, profile: DeviceProfile) -> None:
     """Write atomically: a reader never sees half a profile."""
     write_text_atomically(path, json.dumps(asdict(profile), indent=2) + "\n")
+
+
+def _measurement(entry: dict[str, Any]) -> Measurement:
+    """A measurement as JSON holds it (its per-language pass@1 as lists)."""
+    by_language = tuple((str(lang), float(rate)) for lang, rate in entry.get("pass_at_1_by_language", ()))
+    return Measurement(**{**entry, "pass_at_1_by_language": by_language})

@@ -16,6 +16,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from npu_engine.attest import Attestor, manifest_sha256
+from npu_engine.attest_verify import Verified, verify_receipt
 from npu_engine.backends.factory import OpenVinoPipelineFactory
 from npu_engine.bridge import Run
 from npu_engine.catalog import EMBED_TIER, Catalog, CatalogModel, TierSpec, load_catalog
@@ -27,6 +29,8 @@ from npu_engine.errors import (
     GenerationError,
     NetworkError,
     NpuEngineError,
+    ReceiptError,
+    StoreError,
     UserInputError,
     presentable,
 )
@@ -36,6 +40,8 @@ from npu_engine.infill import InfillEnd, InfillStream, completion_prompt
 from npu_engine.manifest import Manifest
 from npu_engine.pipelines import Pipeline, PipelineKey, PipelinePool
 from npu_engine.planner import Planner
+from npu_engine.receipt import Receipt
+from npu_engine.receipt_keys import ReceiptKeys
 from npu_engine.recipes import load_recipe_book
 from npu_engine.request import (
     AUTO,
@@ -100,6 +106,8 @@ class Engine:
     `tuned` are the runtime settings `npu-bench tune` measured per converted model and device.
     `placed` are the servers remote-tiers.json places tiers on, by tier (the planner's
     `remote_tiers` say where in a tier's chain each goes).
+    `attestor` signs the receipts of answers (None: with the key in the store's root, made on first
+    use); `receipts` signs every answer, not only those whose request asks.
     """
 
     def __init__(
@@ -118,6 +126,8 @@ class Engine:
         tuned: Sequence[TunedSettings] = (),
         failure_ttl_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        attestor: Attestor | None = None,
+        receipts: bool = False,
     ) -> None:
         self._planner = planner
         self._store = store
@@ -137,6 +147,8 @@ class Engine:
         self._failures: dict[tuple[str, str], tuple[float, str]] = {}
         self._clock = clock
         self._guard = threading.Lock()
+        self._attestor = attestor or Attestor(ReceiptKeys(store.root))
+        self._receipts = receipts
 
     @classmethod
     def from_settings(
@@ -160,12 +172,16 @@ class Engine:
         allow_modified_models: bool = False,
         prefix_reuse: bool = True,
         tuned: Sequence[TunedSettings] | None = None,
+        receipts: bool = False,
+        attestor: Attestor | None = None,
     ) -> "Engine":
         """The engine as this machine and its settings make it: the store at `$NPU_ENGINE_HOME`,
         the shipped catalog and recipes, the devices OpenVINO sees, the device profile `npu-bench`
         wrote, the router's rules, Ollama at `$OLLAMA_HOST` and the configured OpenAI-compatible
         fallback, and the runtime settings `npu-bench tune` kept. Each argument given replaces what
-        would be read (`remotes=()`: no fallbacks, `tuned=()`: the runtimes' defaults)."""
+        would be read (`remotes=()`: no fallbacks, `tuned=()`: the runtimes' defaults).
+        `receipts`: every answer carries a signed receipt (see attest.py), signed by `attestor`
+        (default: with the key `$NPU_ENGINE_HOME/receipt-key.pem`, made on first use)."""
         store = store or ModelStore(engine_home())
         catalog = catalog or load_catalog()
         inventory = inventory or discover()
@@ -204,6 +220,8 @@ class Engine:
             tuned=tuned_settings(store) if tuned is None else tuned,
             failure_ttl_seconds=failure_ttl_seconds,
             clock=clock,
+            attestor=attestor,
+            receipts=receipts,
         )
 
     # -- answering ------------------------------------------------------------------------------
@@ -222,6 +240,8 @@ class Engine:
 
         `tier="auto"` lets the router choose the tier (and prompt lookup for edits, when `decoding`
         is auto). `on_text` hears each piece of text as it is produced and may return True to stop.
+        `receipt=True`: the result carries a signed receipt of the answer (`result.receipt`; None
+        when a remote server answered: no local model wrote it).
         """
         return self.run(self.prepare(_request(prompt, keywords)), on_text)
 
@@ -250,6 +270,8 @@ class Engine:
         Raises UserInputError for a request no target could take."""
         route: Route | None = None
         lenient = False
+        if self._receipts:
+            request = replace(request, receipt=True)
         if request.tier == AUTO:
             route = self._router.route_completion() if request.raw else self._router.route(request.messages)
             # The router's prompt lookup is a preference: where it cannot run (the NPU), decode plainly.
@@ -305,7 +327,10 @@ class Engine:
             nobody=f"no device or fallback could answer tier {tier!r}",
             streamed=lambda: streamed,
         )
-        return replace(result, fallback=steps, route=prepared.route)
+        result = replace(result, fallback=steps, route=prepared.route)
+        if not prepared.job.request.receipt:
+            return result
+        return replace(result, receipt=self._receipt(prepared.job, result))
 
     def complete(
         self,
@@ -483,6 +508,15 @@ class Engine:
         """Requests queued or generating, on all loaded models."""
         return self._pool.queued()
 
+    def verify_receipt(self, document: bytes | str, text: bytes | None = None) -> Verified:
+        """Check a receipt this engine's key signed (see attest_verify.verify_receipt): its
+        signature, its subject against `text` when given, and the model it names against the
+        store, as the engine checks a model it loads (a file is hashed again only when it changed
+        since; `npu-engine verify` re-hashes every file). ReceiptError names the first check that
+        failed."""
+        key = self._attestor.keys.public_key()
+        return verify_receipt(document, key, self._store, self._planner.catalog, text, rehash=False)
+
     # -- internals ------------------------------------------------------------------------------
 
     def _completion(self, request: GenerateRequest, tier: TierSpec) -> tuple[RawPrompt, InfillEnd | None]:
@@ -491,6 +525,21 @@ class Engine:
         return completion_prompt(
             family, f"{tier.model} (tier {tier.tier})", request.prompt or "", request.suffix
         )
+
+    def _receipt(self, job: Job, result: GenerationResult) -> Receipt | None:
+        """The signed receipt of an answer a converted model of the store wrote; None for one
+        from a remote server."""
+        manifest = next((m for m in job.manifests if m.name == result.model), None)
+        if manifest is None or result.prompt_sha256 is None:
+            return None
+        try:
+            # A receipt names the manifest's files: never signed for files that differ from it
+            # (served under allow_modified_models). Sizes each time, hashes only what changed.
+            self._store.checked_path(manifest)
+        except StoreError as error:
+            raise ReceiptError(f"no receipt: {presentable(error)}", "files") from None
+        digest = manifest_sha256(self._store.path(manifest.name))
+        return self._attestor.attest(result, manifest, digest, job.request.options, result.prompt_sha256)
 
     def _embeds(self, spec: TierSpec) -> bool:
         return self._family_of(spec).embedding

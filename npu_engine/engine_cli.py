@@ -6,18 +6,20 @@ import sys
 from pathlib import Path
 from typing import get_args
 
+from npu_engine.attest_verify import read_receipt_file, verify_receipt
 from npu_engine.catalog import TIERS, load_catalog
 from npu_engine.cli_support import run_cli
 from npu_engine.device_profile import profile_path, read_profile
 from npu_engine.devices import Inventory, discover, read_inventory
 from npu_engine.engine import Engine, fast_tier_generate
-from npu_engine.errors import UserInputError
-from npu_engine.files import human_bytes
+from npu_engine.errors import ReceiptError, UserInputError
+from npu_engine.files import human_bytes, write_text_atomically
 from npu_engine.generation import Message
 from npu_engine.gguf_source import source_gguf_path
 from npu_engine.machine import package_version
 from npu_engine.manifest import Manifest
 from npu_engine.planner import Planner
+from npu_engine.receipt_keys import ReceiptKeys, load_public_key
 from npu_engine.recipes import load_recipe_book
 from npu_engine.request import BackendChoice, GenerateRequest, GenerationResult
 from npu_engine.router import Router, load_rules, model_classifier
@@ -67,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("prompt")
     engine_options(run)
+    run.add_argument(
+        "--receipt", type=Path, metavar="FILE", help="write the answer's signed receipt (DSSE JSON) to FILE"
+    )
+    run.add_argument("--output", type=Path, metavar="FILE", help="also write the answer's exact text to FILE")
     chat = commands.add_parser("chat", help="an interactive chat; an empty line or Ctrl-D ends it")
     engine_options(chat)
     planning = commands.add_parser("plan", help="explain where each tier would run, and why")
@@ -113,6 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="decode concurrent requests together (faster under load; OpenVINO GenAI 2026.4 leaks there)",
     )
+    serve.add_argument(
+        "--receipts", action="store_true", help="sign every answer: its `npu_engine` field has the receipt"
+    )
+    verify = commands.add_parser(
+        "verify", help="check a receipt: its signature, the text it names, and the model that wrote it"
+    )
+    verify.add_argument("receipt", type=Path)
+    verify.add_argument("--text", type=Path, metavar="FILE", help="the text the receipt should be for")
+    verify.add_argument(
+        "--key", type=Path, metavar="PUB", help="the signer's public key (default: this engine home's)"
+    )
+    key = commands.add_parser("key", help="print the public key receipts are signed with (made on first use)")
+    key.add_argument("--out", type=Path, metavar="FILE", help="write it to FILE instead")
     routing = commands.add_parser("route", help="say which task, tier and decoding the router picks, and why")
     routing.add_argument("prompt")
     routing.add_argument("--profile", default=None)
@@ -135,6 +154,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "devices":
         _print_inventory(discover())
         return 0
+    if args.command == "key":
+        return _key(args.out)
+    if args.command == "verify":
+        return _verify(args.receipt, args.text, args.key)
     profile = args.profile or catalog_profile()
     if args.command == "plan":
         inventory = read_inventory(args.inventory) if args.inventory else discover()
@@ -178,7 +201,10 @@ def _run(args: argparse.Namespace) -> int:
         profile, emulate_npu=args.emulate_npu, allow_modified_models=args.allow_modified_models
     )
     if args.command == "run":
-        _answer(engine, args.prompt, args)
+        for path in (args.receipt, args.output):
+            _check_writable(path)
+        result = _answer(engine, args.prompt, args, receipt=args.receipt is not None)
+        _keep(result, args.receipt, args.output)
         return 0
     history: list[Message] = []
     while True:
@@ -195,6 +221,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, profile: str) -> int:
+    if args.receipts:
+        ReceiptKeys(engine_home()).signer()  # a key that cannot be made fails here, not per answer
     from npu_engine.server.app import create_app
     from npu_engine.server.connections import raise_descriptor_limit, serve_app
     from npu_engine.server.log_limit import limit_log_rate
@@ -225,6 +253,7 @@ def _serve(args: argparse.Namespace, profile: str) -> int:
         keep_alive_seconds=keep if keep is not None else 300.0,
         continuous_batching=args.continuous_batching,
         allow_modified_models=args.allow_modified_models,
+        receipts=args.receipts,
     )
     config = ServerConfig(
         host=args.host,
@@ -259,7 +288,9 @@ def _route(prompt: str, profile: str, second_stage: bool) -> int:
     return 0
 
 
-def _answer(engine: Engine, prompt: str | list[Message], args: argparse.Namespace) -> GenerationResult:
+def _answer(
+    engine: Engine, prompt: str | list[Message], args: argparse.Namespace, receipt: bool = False
+) -> GenerationResult:
     request = GenerateRequest.of(
         prompt,
         tier=args.tier,
@@ -268,6 +299,7 @@ def _answer(engine: Engine, prompt: str | list[Message], args: argparse.Namespac
         seed=args.seed,
         decoding=args.decoding,
         backend=args.backend,
+        receipt=receipt,
     )
     result: GenerationResult | None = None
     for chunk in engine.stream(request):
@@ -296,6 +328,57 @@ def _answer(engine: Engine, prompt: str | list[Message], args: argparse.Namespac
         file=sys.stderr,
     )
     return result
+
+
+def _check_writable(path: Path | None) -> None:
+    """UserInputError, before any work, when a file `path` names cannot be written there."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UserInputError(f"{path} is a folder: name a file to write")
+    if not path.parent.is_dir():
+        raise UserInputError(f"cannot write {path}: the folder {path.parent} does not exist")
+
+
+def _write(path: Path, text: str) -> None:
+    _check_writable(path)
+    try:
+        write_text_atomically(path, text)
+    except OSError as error:
+        raise UserInputError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def _keep(result: GenerationResult, receipt: Path | None, output: Path | None) -> None:
+    """Write the answer's exact text and its receipt where `run` was asked to."""
+    if output is not None:
+        _write(output, result.text)
+    if receipt is None:
+        return
+    if result.receipt is None:
+        raise ReceiptError(f"no receipt: {result.device} answered, not a model of this machine", "remote")
+    _write(receipt, result.receipt.to_json())
+    print(f"[receipt: {receipt} | key {result.receipt.keyid[:16]}]", file=sys.stderr)
+
+
+def _key(out: Path | None) -> int:
+    pem = ReceiptKeys(engine_home()).public_pem()
+    if out is None:
+        print(pem, end="")
+    else:
+        _write(out, pem)
+    return 0
+
+
+def _verify(receipt: Path, text: Path | None, key: Path | None) -> int:
+    store = ModelStore(engine_home())
+    public = load_public_key(key) if key is not None else ReceiptKeys(store.root).public_key()
+    try:
+        expected = text.read_bytes() if text is not None else None
+    except OSError as error:
+        raise UserInputError(f"cannot read {text}: {error.strerror or error}") from None
+    verified = verify_receipt(read_receipt_file(receipt), public, store, load_catalog(), expected)
+    print(verified.summary())
+    return 0
 
 
 def _print_inventory(inventory: Inventory) -> None:

@@ -79,6 +79,17 @@ class GenerationError(NpuEngineError):
     exit_code = 9
 
 
+class ReceiptError(NpuEngineError):
+    """A receipt could not be made, or did not verify. `reason` names what failed, for callers
+    that act on it: "malformed", "signature", "key", "text", "model", "manifest", "files", "remote"."""
+
+    exit_code = 10
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class ContextLengthError(UserInputError):
     """A prompt longer than the model's context: refused with the token counts, never truncated."""
 

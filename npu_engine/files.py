@@ -44,8 +44,12 @@ def write_text_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Unique per writer: threads of one process may write the same file at once.
     partial = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    partial.write_text(text, "utf-8")
-    os.replace(partial, path)
+    try:
+        partial.write_text(text, "utf-8")
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # never a half-written file left beside it
+        raise
 
 
 def nearest_existing(path: Path) -> Path:

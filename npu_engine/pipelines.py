@@ -31,6 +31,10 @@ class Pipeline(Protocol):
 
     def count_prompt_tokens(self, prompt: Prompt, tools: Sequence[dict[str, Any]] = ()) -> int: ...
 
+    def chat_prompt(self, prompt: Prompt, tools: Sequence[dict[str, Any]] = ()) -> str:
+        """The prompt's text as the model sees it: raw, or after its chat template."""
+        ...
+
     def reused_tokens(self, prompt: Prompt, tools: Sequence[dict[str, Any]] = ()) -> int:
         """Prompt tokens the next call would read back from the KV cache rather than evaluate."""
         ...

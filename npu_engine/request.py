@@ -15,6 +15,7 @@ from npu_engine.generation import (
     utf8_text,
     validate_messages,
 )
+from npu_engine.receipt import Receipt
 from npu_engine.response_format import ResponseFormat, validate_response_format
 from npu_engine.router import Route
 from npu_engine.tool_format import ToolConstraint, constraint, validate_tool_messages, validate_tools
@@ -39,7 +40,9 @@ class GenerateRequest:
 
     A raw completion has no messages but a `prompt`, which the model continues as given (no chat
     template); with a `suffix` too, the model fills in the code between them (FIM, with the FIM
-    tokens of the model's family; see `Engine.prepare`)."""
+    tokens of the model's family; see `Engine.prepare`).
+
+    `receipt`: sign the answer (see attest.py); its result then carries the receipt."""
 
     messages: tuple[Message, ...]
     tier: str = "code"
@@ -55,6 +58,7 @@ class GenerateRequest:
     prompt: str | None = None
     suffix: str | None = None
     backend: BackendChoice = "auto"
+    receipt: bool = False
 
     @property
     def raw(self) -> bool:
@@ -78,6 +82,7 @@ class GenerateRequest:
         response_format: ResponseFormat | None = None,
         parallel_tool_calls: bool = True,
         backend: BackendChoice = "auto",
+        receipt: bool = False,
     ) -> "GenerateRequest":
         """The request for a prompt or chat messages, from the Python API's keywords."""
         options = SamplingOptions(max_new_tokens, temperature, top_p, tuple(stop), seed)
@@ -91,6 +96,7 @@ class GenerateRequest:
             response_format,
             parallel_tool_calls,
             backend=backend,
+            receipt=receipt,
         )
 
     @classmethod
@@ -107,11 +113,14 @@ class GenerateRequest:
         seed: int | None = None,
         decoding: Decoding = "auto",
         backend: BackendChoice = "auto",
+        receipt: bool = False,
     ) -> "GenerateRequest":
         """The request for a raw completion of `prompt` (no chat template), or with `suffix` for
         the code between `prompt` and `suffix`."""
         options = SamplingOptions(max_new_tokens, temperature, top_p, tuple(stop), seed)
-        return cls((), tier, options, decoding, prompt=prompt, suffix=suffix, backend=backend)
+        return cls(
+            (), tier, options, decoding, prompt=prompt, suffix=suffix, backend=backend, receipt=receipt
+        )
 
     def validate(self) -> "GenerateRequest":
         """Raise UserInputError for what no backend could take (see SamplingOptions.validate and
@@ -168,7 +177,10 @@ class FallbackStep:
 class GenerationResult:
     """The answer: its text, who answered (tier, converted model, device, decoding) and how fast,
     the chain's steps that did not answer, the router's choice when the tier was `auto`, and the
-    tool calls it makes (then `finish_reason` is "tool_calls" and `text` what came before them)."""
+    tool calls it makes (then `finish_reason` is "tool_calls" and `text` what came before them).
+
+    `prompt_sha256` is the sha256 of the prompt as the model saw it (after its chat template), when
+    a receipt was asked for and a local model answered; `receipt` the signed receipt then."""
 
     text: str
     finish_reason: str
@@ -181,6 +193,8 @@ class GenerationResult:
     route: Route | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     backend: str = "openvino"  # what ran the model: openvino, llama.cpp, or the remote's name
+    prompt_sha256: str | None = None
+    receipt: Receipt | None = None
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,8 @@ class Measurement:
     """A device profile entry: a tier's measured decode speed, first-token time and prompt
     (prefill) speed on a device kind, with one decoding mode (plain, speculative, prompt_lookup)
     and one backend (openvino, llama.cpp), and the pass@1 the tier's model scored there on
-    bench/tasks (None: not measured). A prefill speed of 0 was not measured. A tier's remote
-    server is measured as device `remote`, its backend the server's name."""
+    bench/tasks (None: not measured), in all and per language. A prefill speed of 0 was not
+    measured. A tier's remote server is measured as device `remote`, its backend the server's name."""
 
     tier: str
     device: MeasuredOn
@@ -70,6 +70,8 @@ class Measurement:
     backend: str = "openvino"
     prompt_tokens_per_second: float = 0.0
     pass_at_1: float | None = None
+    # pass@1 per language of bench/tasks (python, javascript, sql, shell), as (language, rate).
+    pass_at_1_by_language: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

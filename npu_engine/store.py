@@ -188,7 +188,7 @@ class ModelStore:
         mismatch raises StoreError naming the file, unless `allow_modified`, which only logs it.
         """
         folder = self.path(manifest.name)
-        problems = self._file_checker().problems(folder, manifest)
+        problems = self.file_problems(manifest)
         if problems:
             detail = "; ".join(problems)
             if not allow_modified:
@@ -198,6 +198,11 @@ class ModelStore:
                 )
             log.warning("model %s does not match its manifest (%s); served as allowed", manifest.name, detail)
         return folder
+
+    def file_problems(self, manifest: Manifest) -> list[str]:
+        """What differs between `manifest`'s model files and the manifest, as checked_path checks:
+        sizes every time, each sha256 again only when the file changed since it was last hashed."""
+        return self._file_checker().problems(self.path(manifest.name), manifest)
 
     def source_matches(self, file: Path, digest: str) -> bool:
         """Whether `file` (a conversion's source GGUF) still hashes to the manifest's `sha256:`

@@ -27,6 +27,7 @@ from npu_engine.machine import cpu_threads
 from npu_engine.manifest import Manifest
 from npu_engine.pipelines import LLAMA_CPP, Embedder, Pipeline, PipelineKey, PipelinePool
 from npu_engine.planner import Planner, RequestShape
+from npu_engine.receipt import text_sha256
 from npu_engine.request import GenerateRequest, GenerationResult
 from npu_engine.store import ModelStore
 from npu_engine.tool_format import HeldText, chat_messages, offered, parse
@@ -314,7 +315,10 @@ class DeviceTarget:
                     f"static shape ({NPU_MAX_PROMPT} prompt, {NPU_MAX_PROMPT + NPU_MIN_RESPONSE} in all)"
                 )
             raw = pipeline.generate(prompt, options, sink, declared, constraint)
+            # What a receipt names: the prompt exactly as the model saw it.
+            seen = text_sha256(pipeline.chat_prompt(prompt, declared)) if request.receipt else None
         result = result_of(raw, tier.tier, manifest.name, self.label, mode, load_seconds, pick.backend)
+        result = replace(result, prompt_sha256=seen)
         if not tools:
             return result
         content, calls = parse(raw.text, tools)

@@ -7,4 +7,16 @@ scripts/setup.sh
 .venv/bin/ruff check npu_engine tests
 .venv/bin/ruff format --check npu_engine tests
 .venv/bin/mypy
+# The Code Mode page's tests drive a real headless Chromium: Debian's, installed when missing
+# (as root, as CI runs; anyone else is told, and those tests skip saying why).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "==> installing chromium and chromium-driver for the page's tests"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "note: chromium and chromium-driver are missing, so the page's tests skip" \
+            "(sudo apt-get install chromium chromium-driver)"
+    fi
+fi
 .venv/bin/pytest -m "slow or not slow" "$@"

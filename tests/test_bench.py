@@ -159,6 +159,13 @@ def test_quick_run_writes_every_figure_consistently(
             row["backend"],
             row["prompt_tokens_per_second"]["mean"],
             systems[("npu-engine", row["backend"])]["pass_at_1"],
+            # One task per language: each language's rate is whether its task passed.
+            tuple(
+                (o["language"], float(o["passed"]))
+                for o in sorted(
+                    systems[("npu-engine", row["backend"])]["outcomes"], key=lambda o: o["language"]
+                )
+            ),
         )
         for row in (ours, on_llama)
     )

@@ -58,6 +58,8 @@ def anthropic_router(service: ModelService) -> APIRouter:
             tools=tools_of(body.tools),
             tool_choice=tool_choice_of(body.tool_choice) if body.tools else "auto",
             parallel_tool_calls=not (body.tool_choice and body.tool_choice.disable_parallel_tool_use),
+            receipt=body.receipt_asked(),
+            decoding=body.decoding_asked(),
         )
         prepared = service.prepare(asked)
         ident = "msg_" + secrets.token_hex(12)

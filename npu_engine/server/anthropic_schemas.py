@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from npu_engine.server.schemas import _Lenient
+from npu_engine.server.schemas import _Extended, _Lenient
 from npu_engine.tool_format import MAX_TOOLS
 
 MAX_ANTHROPIC_TOKENS = 1 << 20
@@ -44,7 +44,7 @@ class AnthropicToolChoice(_Lenient):
     disable_parallel_tool_use: bool | None = None
 
 
-class _AnthropicPrompt(_Lenient):
+class _AnthropicPrompt(_Extended):
     model: str = Field(min_length=1, max_length=200)
     messages: list[AnthropicMessage] = Field(min_length=1)
     system: str | list[AnthropicBlock] | None = None

@@ -12,19 +12,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from npu_engine.code_checks import CodeChecker
 from npu_engine.engine import Engine
 from npu_engine.errors import NpuEngineError
 from npu_engine.pipelines import PipelineKey, decoding_and_backend
 from npu_engine.server.anthropic_routes import anthropic_router
 from npu_engine.server.config import LOCAL_ORIGINS, ServerConfig
 from npu_engine.server.embedding_routes import embedding_routers
+from npu_engine.server.engine_routes import engine_router
 from npu_engine.server.guard import Guard
 from npu_engine.server.metrics import Metrics, route_label
 from npu_engine.server.ollama_routes import ollama_router
 from npu_engine.server.openai_routes import openai_router
+from npu_engine.server.page_routes import PAGE_PREFIX, page_files, page_router
 from npu_engine.server.schemas import error_payload
 from npu_engine.server.service import ModelService, http_failure
 
@@ -42,7 +45,11 @@ def _field(location: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
+def create_app(
+    engine: Engine, config: ServerConfig | None = None, checker: CodeChecker | None = None
+) -> FastAPI:
+    """The app over `engine`; `checker` runs the Code Mode page's code checks (default: with the
+    checkers installed here)."""
     config = config or ServerConfig()
     metrics = Metrics()
     service = ModelService(engine, metrics, config.version, config.max_new_tokens)
@@ -70,11 +77,6 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
 
     _answer_errors_in_protocol(app)
 
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False, response_class=PlainTextResponse)
-    async def heartbeat() -> str:
-        # The ollama CLI checks its server with HEAD / before every command (Ollama answers 200).
-        return "npu-engine is running"
-
     @app.get("/health", tags=["Server"])
     async def health() -> dict[str, Any]:
         return {
@@ -99,7 +101,10 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
             ],
         }
 
+    app.mount(PAGE_PREFIX, page_files(), name="page")
     apis = [
+        page_router(),
+        engine_router(engine, checker or CodeChecker()),
         openai_router(service),
         anthropic_router(service),
         ollama_router(service),

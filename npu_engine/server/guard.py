@@ -24,7 +24,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = ("/health",)
+# Open without the API key: the health check, and the Code Mode page with its files (they hold
+# nothing private; every API call the page makes carries the key). The Host check still applies.
+OPEN_PATHS = ("/health", "/")
+OPEN_PREFIXES = ("/page/",)
 
 
 def escaped(text: str, limit: int = 200) -> str:
@@ -90,14 +93,26 @@ class Guard:
         if not self.config.host_allowed(headers.get("host", "")):
             return 403, "this Host is not served here (allowed: loopback and --allowed-host names)", path
         origin = headers.get("origin")
-        if origin is not None and not self.config.origin_allowed(origin):
+        foreign = origin is not None and not _same_origin(origin, headers)
+        if foreign and origin is not None and not self.config.origin_allowed(origin):
             return 403, "requests from this Origin are refused (allowed: local pages, --allowed-origin)", path
-        if self.config.api_key and path not in OPEN_PATHS and not _is_preflight(method, headers):
+        if self.config.api_key and not _is_open(path) and not _is_preflight(method, headers):
             given = headers.get("authorization", "").removeprefix("Bearer ").strip()
             given = given or headers.get("x-api-key", "")
             if not secrets.compare_digest(given.encode(), self.config.api_key.encode()):
                 return 401, "a valid API key is required (Authorization: Bearer <key>)", path
         return None
+
+
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def _same_origin(origin: str, headers: dict[str, str]) -> bool:
+    """The page's own calls: its Origin is the Host it was served from, which the Host check has
+    allowed already (a rebound name is refused there)."""
+    host = headers.get("host", "")
+    return bool(host) and origin in (f"http://{host}", f"https://{host}")
 
 
 def _as_json(raw_headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -166,7 +166,14 @@ def _shaped(asked: GenerateRequest, body: _OllamaCommon) -> GenerateRequest:
         ollama_format_of(body.format) if isinstance(body, OllamaChatRequest | OllamaGenerateRequest) else None
     )
     limit = body.options.num_ctx if body.options else None
-    return replace(asked, tools=tools, response_format=shape, context_limit=limit)
+    return replace(
+        asked,
+        tools=tools,
+        response_format=shape,
+        context_limit=limit,
+        receipt=body.receipt_asked(),
+        decoding=body.decoding_asked(),
+    )
 
 
 def _assistant(result: GenerationResult) -> dict[str, Any]:

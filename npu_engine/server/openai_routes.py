@@ -15,6 +15,7 @@ from npu_engine.engine import Prepared
 from npu_engine.errors import UserInputError
 from npu_engine.generation import MAX_SEED, Message, SamplingOptions
 from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
+from npu_engine.router import Route
 from npu_engine.server.discovery import served_context
 from npu_engine.server.schemas import (
     ChatCompletionRequest,
@@ -50,6 +51,27 @@ def answered_by(result: GenerationResult) -> dict[str, Any]:
         "backend": result.backend,
         "decoding": result.decoding,
         "route": result.route.task if result.route else None,
+        "routing": _routing(result.route) if result.route else None,
+        "metrics": {
+            "ttft_ms": round(result.metrics.ttft_ms, 1),
+            "tokens_per_second": round(result.metrics.tokens_per_second, 2),
+            "output_tokens": result.metrics.output_tokens,
+            "load_seconds": round(result.metrics.load_seconds, 2),
+        },
+        "fallback": [{"target": step.target, "reason": step.reason} for step in result.fallback],
+        **({"receipt": result.receipt.envelope} if result.receipt is not None else {}),
+    }
+
+
+def _routing(route: Route) -> dict[str, Any]:
+    """The router's choice for tier `auto`: the task, the tier, why, and how sure it was."""
+    return {
+        "task": route.task,
+        "tier": route.tier,
+        "strategy": route.strategy,
+        "confidence": round(route.confidence, 3),
+        "why": list(route.signals),
+        "stage": route.stage,
     }
 
 
@@ -65,7 +87,9 @@ def _request(
         stop=tuple(body.stops()),
         seed=body.seed,
     )
-    return GenerateRequest(tuple(messages), tier, options)
+    return GenerateRequest(
+        tuple(messages), tier, options, body.decoding_asked(), receipt=body.receipt_asked()
+    )
 
 
 def _usage(result: GenerationResult, choices: list[GenerationResult] | None = None) -> dict[str, Any]:

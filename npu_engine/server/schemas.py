@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from npu_engine.request import Decoding
 from npu_engine.server.tool_schemas import (
     OllamaToolCall,
     OpenAIToolCall,
@@ -33,6 +34,29 @@ class _Lenient(BaseModel):
         return data
 
 
+class NpuEngineOptions(_Lenient):
+    """The `npu_engine` object of a request body: what this server does beyond the API it speaks."""
+
+    receipt: bool = Field(
+        default=False, description="sign the answer: the response's `npu_engine.receipt` is its DSSE envelope"
+    )
+    decoding: Decoding = Field(
+        default="auto", description="the decoding mode (`auto`: the one measured fastest for the tier)"
+    )
+
+
+class _Extended(_Lenient):
+    npu_engine: NpuEngineOptions | None = None
+
+    def receipt_asked(self) -> bool:
+        extension = self.npu_engine
+        return extension is not None and extension.receipt
+
+    def decoding_asked(self) -> Decoding:
+        extension = self.npu_engine
+        return extension.decoding if extension is not None else "auto"
+
+
 class ContentPart(_Lenient):
     type: str
     text: str | None = None
@@ -54,7 +78,7 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
-class _OpenAISampling(_Lenient):
+class _OpenAISampling(_Extended):
     model: str = Field(min_length=1, max_length=200)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_CAP)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_CAP)
@@ -106,7 +130,7 @@ class OllamaMessage(_Lenient):
     tool_name: str | None = None
 
 
-class _OllamaCommon(_Lenient):
+class _OllamaCommon(_Extended):
     model: str = Field(min_length=1, max_length=200)
     stream: bool = True
     options: OllamaOptions | None = None

@@ -17,6 +17,7 @@ from npu_engine.errors import (
     EngineBusyError,
     GenerationError,
     NpuEngineError,
+    ReceiptError,
     UnknownModelError,
     UserInputError,
     presentable,
@@ -62,6 +63,9 @@ def http_failure(error: Exception) -> HttpFailure:
         return HttpFailure(503, message, "server_busy", {"Retry-After": str(RETRY_AFTER_SECONDS)})
     if isinstance(error, GenerationError):
         return HttpFailure(503, message, "no_device_available", {"Retry-After": "30"})
+    if isinstance(error, ReceiptError):
+        # The answer was written but could not be signed (the store's key cannot be written).
+        return HttpFailure(500, message, "receipt_failed", {})
     raise error
 
 
