@@ -193,6 +193,15 @@ def home(tmp_path: Path, cache_store: ModelStore, smollm_cpu: Manifest) -> Model
     return store
 
 
+def flip_a_weight_byte(store: ModelStore, manifest: Manifest) -> Path:
+    """Change one byte in the middle of the model's largest file (its weights); that file."""
+    weights = max(store.path(manifest.name).glob("*.bin"), key=lambda f: f.stat().st_size)
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    return weights
+
+
 def test_npu_engine_run_writes_a_receipt_that_verify_checks_until_a_model_file_changes(
     home: ModelStore,
     smollm_cpu: Manifest,
@@ -220,10 +229,7 @@ def test_npu_engine_run_writes_a_receipt_that_verify_checks_until_a_model_file_c
     second = json.loads((tmp_path / "second.json").read_text())
     assert second["signatures"][0]["keyid"] == keys.public_key().keyid
 
-    weights = max(home.path(smollm_cpu.name).glob("*.bin"), key=lambda f: f.stat().st_size)
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    weights = flip_a_weight_byte(home, smollm_cpu)
     assert main(["verify", str(receipt), "--text", str(text)]) == ReceiptError.exit_code
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1
@@ -237,10 +243,7 @@ def test_a_model_served_despite_changed_files_answers_but_is_never_signed(
 ) -> None:
     """--allow-modified-models serves a model whose files differ from its manifest; a receipt
     would name the manifest's files, so none is signed for it."""
-    weights = max(home.path(smollm_cpu.name).glob("*.bin"), key=lambda f: f.stat().st_size)
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    flip_a_weight_byte(home, smollm_cpu)
     engine = Engine.from_settings(
         store=home,
         profile="tiny",
