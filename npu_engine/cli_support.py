@@ -1,5 +1,6 @@
 """What every console script shares: user errors become one line on stderr and an exit code."""
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -17,3 +18,7 @@ def run_cli(body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader left (`| head`): nothing more to say, and nothing to flush at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -57,6 +57,14 @@ DIRECT_GRAPH_PER_FILE_BYTE = 1.15
 TYPICAL_GGUF_BYTES_PER_WEIGHT = 0.63
 
 
+# Seconds per billion weights of a conversion on the bounded path, measured on this project's
+# 2-core machine with the 6.7B-shaped synthetic Q4_0 GGUF (README, "Memory a conversion needs"):
+# 544 s data-free (int4-sym-npu-cw), 1,181 s data-aware (int4-asym-mixed, its calibration runs the
+# graph). More cores take less; the float path was not timed.
+BOUNDED_SECONDS_PER_BILLION = 81.0
+BOUNDED_DATA_AWARE_SECONDS_PER_BILLION = 176.0
+
+
 @dataclass(frozen=True)
 class ConversionNeeds:
     """What converting `weights` weights with one recipe needs: resident memory and disk at the
@@ -66,6 +74,7 @@ class ConversionNeeds:
     peak_memory: int
     disk: int
     output: int
+    seconds: float | None = None  # measured here for the bounded path only (see above)
 
 
 @dataclass(frozen=True)
@@ -102,11 +111,15 @@ def conversion_needs(
         plain = bool(tensor_types) and tensor_types <= DIRECT_PLAIN_TYPES
         per_byte = DIRECT_PLAIN_PEAK_PER_FILE_BYTE if plain else DIRECT_PEAK_PER_FILE_BYTE
         per_byte += DIRECT_CALIBRATION_PER_FILE_BYTE if recipe.data_aware else 0
+        per_billion = (
+            BOUNDED_DATA_AWARE_SECONDS_PER_BILLION if recipe.data_aware else BOUNDED_SECONDS_PER_BILLION
+        )
         return ConversionNeeds(
             weights=weights,
             peak_memory=DIRECT_BASE_MEMORY + int(file_bytes * per_byte),
             disk=int(file_bytes * DIRECT_GRAPH_PER_FILE_BYTE) + output + DISK_SLACK_BYTES,
             output=output,
+            seconds=weights / 1e9 * per_billion,
         )
     per_weight = FLOAT_PEAK_BYTES
     if recipe.calibration is not None:

@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"A bare `npu-convert SOURCE` means `npu-convert convert SOURCE`. SOURCE is {SPEC_HELP}.",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="print only results and errors")
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="also show what the libraries print during a step (warnings, their own tables and bars)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def conversion_options(sub: argparse.ArgumentParser) -> None:
@@ -107,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 def normalize(argv: list[str]) -> list[str]:
     """Insert the implied `convert` before a bare source."""
     for index, arg in enumerate(argv):
-        if arg in ("-q", "--quiet"):
+        if arg in ("-q", "--quiet", "-v", "--verbose"):
             continue
         if arg.startswith("-") or arg in COMMANDS:
             return argv
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     store = ModelStore(engine_home())
-    reporter: Reporter = SilentReporter() if args.quiet else RichReporter()
+    reporter: Reporter = SilentReporter() if args.quiet else RichReporter(verbose=args.verbose)
     if args.command in ("convert", "tier"):
         converter = Converter(store, load_catalog(), load_recipe_book(), reporter, ollama_models_dir())
         if args.dry_run:

@@ -10,7 +10,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -40,6 +40,7 @@ from npu_engine.infill import InfillEnd, InfillStream, completion_prompt
 from npu_engine.manifest import Manifest
 from npu_engine.pipelines import Pipeline, PipelineKey, PipelinePool
 from npu_engine.planner import Planner
+from npu_engine.readiness import tier_readiness, ways_out
 from npu_engine.receipt import Receipt
 from npu_engine.receipt_keys import ReceiptKeys
 from npu_engine.recipes import load_recipe_book
@@ -53,7 +54,8 @@ from npu_engine.request import (
 )
 from npu_engine.router import Route, Router, load_rules
 from npu_engine.scheduler import Measurement, Plan, default_budget
-from npu_engine.settings import engine_home, router_rules_path
+from npu_engine.settings import engine_home, ollama_models_dir, router_rules_path
+from npu_engine.sources.ollama import stored_names
 from npu_engine.store import ModelStore
 from npu_engine.targets import (
     DeviceTarget,
@@ -128,6 +130,7 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         attestor: Attestor | None = None,
         receipts: bool = False,
+        ollama_names: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self._planner = planner
         self._store = store
@@ -149,6 +152,7 @@ class Engine:
         self._guard = threading.Lock()
         self._attestor = attestor or Attestor(ReceiptKeys(store.root))
         self._receipts = receipts
+        self._ollama_names = ollama_names
 
     @classmethod
     def from_settings(
@@ -222,6 +226,7 @@ class Engine:
             clock=clock,
             attestor=attestor,
             receipts=receipts,
+            ollama_names=lambda: stored_names(ollama_models_dir()),
         )
 
     # -- answering ------------------------------------------------------------------------------
@@ -318,15 +323,18 @@ class Engine:
             stream = InfillStream(prepared.job.infill, heard)
             return stream.relay(partial(target.answer, prepared.job))
 
-        result, steps = self._first_to_answer(
-            prepared.chain,
-            tier,
-            model,
-            attempt,
-            failed="failed",
-            nobody=f"no device or fallback could answer tier {tier!r}",
-            streamed=lambda: streamed,
-        )
+        try:
+            result, steps = self._first_to_answer(
+                prepared.chain,
+                tier,
+                model,
+                attempt,
+                failed="failed",
+                nobody=f"no device or fallback could answer tier {tier!r}",
+                streamed=lambda: streamed,
+            )
+        except GenerationError as error:
+            raise GenerationError(self._with_ways_out(str(error), tier)) from error
         result = replace(result, fallback=steps, route=prepared.route)
         if not prepared.job.request.receipt:
             return result
@@ -478,6 +486,14 @@ class Engine:
         """The converted models in the store."""
         return self._store.manifests()
 
+    def ready_tiers(self) -> set[str]:
+        """The tiers that can answer without a fallback: their model is converted for a device
+        here, or remote-tiers.json places them on a server."""
+        planner = self._planner
+        kinds = {device.kind for device in planner.inventory.devices}
+        readiness = tier_readiness(planner.profile, planner.catalog, planner.recipes, self.converted(), kinds)
+        return {r.tier for r in readiness if r.ready} | set(self._placed)
+
     def loaded(self) -> list[PipelineKey]:
         """The loaded pipelines: (converted model, device, decoding mode)."""
         return self._pool.loaded()
@@ -597,6 +613,20 @@ class Engine:
                 steps.append(FallbackStep(target.name, f"failed: {reason}"))
         detail = "; ".join(f"{s.target}: {s.reason}" for s in steps) or "the chain is empty"
         raise GenerationError(f"{nobody} ({detail})")
+
+    def _with_ways_out(self, message: str, tier: str) -> str:
+        """`message`, followed by the ways to get `tier` answered here when no device of this
+        machine has its model converted (see readiness.ways_out)."""
+        planner, manifests = self._planner, self._store.manifests()
+        kinds = {device.kind for device in planner.inventory.devices}
+        readiness = tier_readiness(planner.profile, planner.catalog, planner.recipes, manifests, kinds)
+        if any(r.tier == tier and r.ready for r in readiness):
+            return message
+        found = ways_out(
+            tier, planner.profile, planner.catalog, planner.recipes, manifests, kinds, self._ollama_names()
+        )
+        numbered = "; ".join(f"({n}) {way}" for n, way in enumerate(found, 1))
+        return f"{message}. Ways out here: {numbered}" if found else message
 
     def _recent_failure(self, target: str, model: str) -> str | None:
         with self._guard:

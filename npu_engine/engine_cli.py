@@ -1,33 +1,47 @@
 """`npu-engine`: the command line over the engine's Python API."""
 
 import argparse
+import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import get_args
 
 from npu_engine.attest_verify import read_receipt_file, verify_receipt
 from npu_engine.catalog import TIERS, load_catalog
 from npu_engine.cli_support import run_cli
+from npu_engine.conversion_needs import SystemMemory
+from npu_engine.convert import ConversionPlan, Converter
 from npu_engine.device_profile import profile_path, read_profile
 from npu_engine.devices import Inventory, discover, read_inventory
 from npu_engine.engine import Engine, fast_tier_generate
-from npu_engine.errors import ReceiptError, UserInputError
+from npu_engine.errors import NpuEngineError, ReceiptError, UserInputError
 from npu_engine.files import human_bytes, write_text_atomically
 from npu_engine.generation import Message
 from npu_engine.gguf_source import source_gguf_path
 from npu_engine.machine import package_version
 from npu_engine.manifest import Manifest
+from npu_engine.plan_checklist import checklist
 from npu_engine.planner import Planner
+from npu_engine.progress import SilentReporter
+from npu_engine.readiness import ProfileChoice, choose_profile
 from npu_engine.receipt_keys import ReceiptKeys, load_public_key
-from npu_engine.recipes import load_recipe_book
+from npu_engine.recipes import DeviceClass, load_recipe_book
 from npu_engine.request import BackendChoice, GenerateRequest, GenerationResult
 from npu_engine.router import Router, load_rules, model_classifier
-from npu_engine.scheduler import default_budget
+from npu_engine.scheduler import TierPlacement, default_budget
 from npu_engine.server.config import DEFAULT_PORT, ServerConfig, is_loopback, keep_alive_seconds
-from npu_engine.settings import api_key_setting, catalog_profile, engine_home, router_rules_path
+from npu_engine.settings import (
+    api_key_setting,
+    engine_home,
+    ollama_models_dir,
+    profile_setting,
+    router_rules_path,
+)
+from npu_engine.sources.ollama import stored_names
 from npu_engine.store import ModelStore
-from npu_engine.wiring import configured_remote_tiers
+from npu_engine.wiring import configured_remote_tiers, with_emulated_npu
 
 ALLOW_MODIFIED_HELP = "serve model files that no longer match their manifest (with a warning)"
 
@@ -42,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--tier", choices=(*TIERS, "auto"), default="code", help="a tier, or auto: the router chooses"
         )
         sub.add_argument(
-            "--profile", default=None, help="catalog profile (default: $NPU_ENGINE_PROFILE or plan)"
+            "--profile",
+            default=None,
+            help="catalog profile (default: $NPU_ENGINE_PROFILE, else chosen from what is converted here)",
         )
         sub.add_argument("--max-new-tokens", type=int, default=512)
         sub.add_argument("--temperature", type=float, default=0.0)
@@ -78,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     planning = commands.add_parser("plan", help="explain where each tier would run, and why")
     planning.add_argument("--profile", default=None)
     planning.add_argument("--inventory", type=Path, help="plan for the machine described in this JSON file")
+    planning.add_argument("--json", action="store_true", help="the checklist as JSON, for scripts")
     commands.add_parser("devices", help="list the devices OpenVINO sees")
     serve = commands.add_parser("serve", help="serve the OpenAI and Ollama HTTP APIs (127.0.0.1 by default)")
     serve.add_argument("--profile", default=None)
@@ -158,43 +175,17 @@ def _run(args: argparse.Namespace) -> int:
         return _key(args.out)
     if args.command == "verify":
         return _verify(args.receipt, args.text, args.key)
-    profile = args.profile or catalog_profile()
     if args.command == "plan":
-        inventory = read_inventory(args.inventory) if args.inventory else discover()
-        catalog = load_catalog()
-        store = ModelStore(engine_home())
-        # A described machine is planned from the catalog alone; this one from what is converted
-        # and measured here.
-        manifests = [] if args.inventory else store.manifests()
-        measured = None if args.inventory else read_profile(profile_path(store.root))
-        measurements = list(measured.measurements) if measured else []
-        planner = Planner(
-            catalog.profile(profile),
-            catalog,
-            load_recipe_book(),
-            inventory,
-            default_budget(inventory),
-            measurements,
-            configured_remote_tiers(store),
-        )
-        placed = planner.plan(manifests)
-        print(placed.explain())
-        for placement in placed.placements:
-            generates = not planner.catalog.model(placement.model).family.embedding
-            if (
-                generates
-                and placement.device is not None
-                and inventory.device(placement.device).kind == "cpu"
-            ):
-                here = _gguf_here(manifests, placement.model, planner, store)
-                print(f"  {placement.tier:7} CPU backend: {planner.cpu_backends(placement.tier, here)}")
-                conversion = planner.conversion(manifests, placement.model, "cpu")
-                tuned = measured.tuned_for(conversion.name, "CPU") if measured and conversion else None
-                if tuned is not None:
-                    print(f"  {placement.tier:7} CPU settings (npu-bench tune): {tuned.why}")
-        return 0
+        return _plan(args)
+    store = ModelStore(engine_home())
+    inventory = discover()
+    if getattr(args, "emulate_npu", False) and not inventory.of_kind("npu"):
+        inventory = with_emulated_npu(inventory)
+    choice = _choose_profile(args.profile, store, inventory)
+    profile = choice.name
     if args.command == "route":
         return _route(args.prompt, profile, args.second_stage)
+    print(choice.line(), file=sys.stderr)
     if args.command == "serve":
         return _serve(args, profile)
     engine = Engine.from_settings(
@@ -215,9 +206,74 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         if not line:
             return 0
-        history.append({"role": "user", "content": line})
-        result = _answer(engine, history, args)
-        history.append({"role": "assistant", "content": result.text})
+        try:
+            result = _answer(engine, [*history, {"role": "user", "content": line}], args)
+        except NpuEngineError as error:
+            # The turn is dropped and the chat goes on: the next message may well be answered.
+            print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+            continue
+        history += [{"role": "user", "content": line}, {"role": "assistant", "content": result.text}]
+
+
+def _choose_profile(asked: str | None, store: ModelStore, inventory: Inventory) -> ProfileChoice:
+    """The profile a command runs: --profile, $NPU_ENGINE_PROFILE, else from what is converted
+    here (see readiness.choose_profile)."""
+    kinds = {device.kind for device in inventory.devices}
+    return choose_profile(
+        asked, profile_setting(), load_catalog(), load_recipe_book(), store.manifests(), kinds
+    )
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """The checklist of where each tier runs, what is converted, and what converting the rest takes."""
+    catalog, recipes = load_catalog(), load_recipe_book()
+    store = ModelStore(engine_home())
+    # A described machine is planned with this store's models but without this machine's speeds.
+    inventory = read_inventory(args.inventory) if args.inventory else discover()
+    choice = _choose_profile(args.profile, store, inventory)
+    manifests = store.manifests()
+    measured = None if args.inventory else read_profile(profile_path(store.root))
+    planner = Planner(
+        catalog.profile(choice.name),
+        catalog,
+        recipes,
+        inventory,
+        default_budget(inventory),
+        list(measured.measurements) if measured else [],
+        configured_remote_tiers(store),
+    )
+    converter = Converter(store, catalog, recipes, SilentReporter(), ollama_models_dir())
+
+    def cpu_backend(placement: TierPlacement) -> str | None:
+        if placement.device is None or inventory.device(placement.device).kind != "cpu":
+            return None
+        if catalog.model(placement.model).family.embedding:
+            return None
+        here = _gguf_here(manifests, placement.model, planner, store)
+        words = planner.cpu_backends(placement.tier, here)
+        conversion = planner.conversion(manifests, placement.model, "cpu")
+        tuned = measured.tuned_for(conversion.name, "CPU") if measured and conversion else None
+        return words + (f"; settings (npu-bench tune): {tuned.why}" if tuned is not None else "")
+
+    def conversions(tier: str, device: DeviceClass) -> list[ConversionPlan]:
+        plans = converter.plan_tier(choice.name, tier, device, None)
+        if not args.inventory:
+            return plans
+        # What converting takes is weighed against the described machine's memory (its disk is
+        # not described).
+        described = SystemMemory(inventory.memory_bytes, inventory.memory_bytes)
+        return [replace(plan, memory=described, disk_free=plan.needs.disk) for plan in plans]
+
+    found = checklist(
+        choice,
+        planner,
+        manifests,
+        conversions,
+        cpu_backend,
+        stored_names(ollama_models_dir()),
+    )
+    print(json.dumps(found.to_json(), indent=2) if args.json else found.text())
+    return 0
 
 
 def _serve(args: argparse.Namespace, profile: str) -> int:

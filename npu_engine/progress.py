@@ -4,7 +4,7 @@ import io
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, redirect_stderr, redirect_stdout
+from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from typing import Protocol
 
 Advance = Callable[[int], None]
@@ -46,12 +46,14 @@ class SilentReporter:
 class RichReporter:
     """A rich progress bar (or spinner, when the total is unknown) per step, on stderr; one line
     per finished step when stderr is not a terminal (a log file gets no bars to wrap). What the
-    libraries print during a step is swallowed either way."""
+    libraries print during a step is swallowed either way, unless `verbose`."""
 
-    def __init__(self) -> None:
+    def __init__(self, verbose: bool = False) -> None:
         from rich.console import Console
 
         self._console = Console(file=sys.stderr)
+        # --verbose: what the libraries print during a step is shown as they print it.
+        self._quieted = (lambda: nullcontext()) if verbose else swallowed
 
     @contextmanager
     def step(self, description: str, total: int | None = None) -> Iterator[Advance]:
@@ -66,7 +68,7 @@ class RichReporter:
 
         if not self._console.is_terminal:
             started = time.monotonic()
-            with swallowed():
+            with self._quieted():
                 yield lambda _done: None
             self.info(f"  {description}: {time.monotonic() - started:.0f}s")
             return
@@ -77,7 +79,7 @@ class RichReporter:
         progress = Progress(
             *columns, console=self._console, transient=False, redirect_stdout=False, redirect_stderr=False
         )
-        with progress as bar, swallowed():
+        with progress as bar, self._quieted():
             task = bar.add_task(description, total=total)
             yield lambda done: bar.advance(task, done)
             if total is None:

@@ -374,10 +374,15 @@ def _reason(
         reason = f"measured fastest here: {mine.tokens_per_second:.1f} tokens/s"
         if others:
             reason += " (vs " + ", ".join(others) + ")"
+        if refusals:
+            reason += "; passed over: " + "; ".join(refusals)
     else:
-        reason = WHY_PREFERRED.get(demand.tier, "built-in preference")
+        # Unmeasured, the machine decides first (what it lacks, what is taken or not converted),
+        # then the tier's built-in order.
+        order = ", ".join(kind.upper() for kind in PREFERENCES.get(demand.tier, ("gpu", "cpu", "npu")))
+        first = "; ".join(refusals) + f": so the {device.kind.upper()}, next" if refusals else "first"
+        why = WHY_PREFERRED.get(demand.tier, "built-in preference")
+        reason = f"{first} in the tier's order {order} (no speeds measured here; {why})"
     if shared_with is not None:
         reason += f"; shares the model loaded for tier {shared_with}"
-    if refusals:
-        reason += "; passed over: " + "; ".join(refusals)
     return reason + "."

@@ -32,8 +32,14 @@ def ollama_models_dir() -> Path:
 
 
 def catalog_profile() -> str:
-    """The catalog profile used when none is named: `$NPU_ENGINE_PROFILE`, else `plan`."""
-    return os.environ.get("NPU_ENGINE_PROFILE", "plan")
+    """The catalog profile a tool that does not choose one from the store uses when none is named:
+    `$NPU_ENGINE_PROFILE`, else `plan` (npu-engine chooses: see readiness.choose_profile)."""
+    return profile_setting() or "plan"
+
+
+def profile_setting() -> str | None:
+    """`$NPU_ENGINE_PROFILE`, None when unset or empty."""
+    return os.environ.get("NPU_ENGINE_PROFILE") or None
 
 
 def ollama_host() -> str | None:

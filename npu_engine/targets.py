@@ -17,7 +17,7 @@ from npu_engine.backends.pipeline_spec import (
 )
 from npu_engine.catalog import Catalog, TierSpec
 from npu_engine.device_profile import TunedSettings
-from npu_engine.devices import Device
+from npu_engine.devices import Device, DeviceKind
 from npu_engine.embedding import EmbeddingResult, EmbedRequest
 from npu_engine.errors import ContextLengthError
 from npu_engine.generation import Message, Prompt, RawGeneration, RawPrompt, SamplingOptions, TextSink
@@ -243,6 +243,15 @@ class PipelineLoader:
             yield held
 
 
+def not_converted(planner: Planner, tier: TierSpec, kind: DeviceKind) -> str:
+    """Why a device cannot run `tier`: its model is not converted for that kind, and the command
+    that converts it, said to need the network when the model does not ship in registry packages."""
+    command = f"npu-convert tier {tier.tier} --profile {planner.profile.name} --device {kind}"
+    if planner.catalog.model(tier.model).packaged is None:
+        command += ", which downloads it: needs the network"
+    return f"{tier.model} is not converted for {kind.upper()} ({command})"
+
+
 class DeviceTarget:
     """A device of this machine running the tier's converted model with OpenVINO GenAI."""
 
@@ -264,10 +273,7 @@ class DeviceTarget:
             raise Unavailable("the request asked for the tier's remote server")
         manifest = self.planner.conversion(job.manifests, tier.model, device.kind)
         if manifest is None:
-            raise Unavailable(
-                f"{tier.model} is not converted for {device.kind.upper()} (npu-convert tier {tier.tier} "
-                f"--profile {self.planner.profile.name} --device {device.kind})"
-            )
+            raise Unavailable(not_converted(self.planner, tier, device.kind))
         draft = self.planner.conversion(job.manifests, tier.draft, device.kind) if tier.draft else None
         constraint = request.constraint()
         # Structured output runs with plain decoding: `auto` means plain there (see validate).
@@ -349,10 +355,7 @@ class DeviceTarget:
         """The tier's embedding model, converted for this device, embeds the request's texts."""
         manifest = self.planner.conversion(manifests, tier.model, self.device.kind)
         if manifest is None or manifest.embedding is None:
-            raise Unavailable(
-                f"{tier.model} is not converted for {self.device.kind.upper()} (npu-convert tier "
-                f"{tier.tier} --profile {self.planner.profile.name} --device {self.device.kind})"
-            )
+            raise Unavailable(not_converted(self.planner, tier, self.device.kind))
         spec = self.loader.embedding_spec(manifest, self.device.name)
         key = (manifest.name, self.device.name, "embed")
         # Memory as the scheduler counts it: the weights plus the working memory of a batch at the

@@ -56,6 +56,19 @@ def test_a_step_written_to_a_log_is_one_line_and_what_libraries_print_meanwhile_
     assert captured.err.splitlines() == ["  exporting: 0s", "  hashing: 0s"]
 
 
+def test_verbose_shows_what_libraries_print_during_a_step(capsys: pytest.CaptureFixture[str]) -> None:
+    reporter = RichReporter(verbose=True)  # npu-convert --verbose
+    with reporter.step("exporting", total=None):
+        print("INFO:nncf:Statistics of the bitwidth distribution")
+        sys.stderr.write("cache_utils.py:1: TracerWarning: Converting a tensor to a Python boolean\n")
+    captured = capsys.readouterr()
+    assert captured.out == "INFO:nncf:Statistics of the bitwidth distribution\n"
+    assert captured.err.splitlines() == [
+        "cache_utils.py:1: TracerWarning: Converting a tensor to a Python boolean",
+        "  exporting: 0s",
+    ]
+
+
 @pytest.mark.slow
 def test_plain_pip_installs_a_converter_whose_log_reads_as_our_lines_only(
     tmp_path: Path, smollm_gguf: Path, plain_pip_bin: Path

@@ -476,4 +476,6 @@ def test_engine_errors_are_one_line(tmp_path: Path) -> None:
     result = run_cli(tmp_path, "run", "--profile", "embedded", "hi")
     assert result.returncode == 9
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().startswith("error: no device or fallback could answer tier 'code'")
+    first, error = result.stderr.strip().splitlines()
+    assert first == "[profile embedded: named with --profile]"
+    assert error.startswith("error: no device or fallback could answer tier 'code'")

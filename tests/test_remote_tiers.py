@@ -177,8 +177,9 @@ def test_npu_engine_plan_shows_the_server_and_refuses_a_bad_file(tmp_path: Path)
     command = [sys.executable, "-m", "npu_engine.engine_cli", "plan", "--profile", "tiny"]
     shown = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert shown.returncode == 0, shown.stderr
-    review = next(line for line in shown.stdout.splitlines() if line.strip().startswith("review"))
-    assert "on team-ovms (remote)" in review and "Remote tier: team-ovms first" in review
+    review = shown.stdout.split("\n  review")[1].split("\n  embed")[0]
+    assert review.startswith("  smollm2-135m-instruct on team-ovms (remote): NOT CONVERTED here, answered by")
+    assert "why: " in review and "Remote tier: team-ovms first" in review
     write_tiers(home, {"tiers": {"review": {"server": "team-ovms"}}})
     refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr

@@ -28,7 +28,12 @@ from npu_engine.server.discovery import (
 )
 from npu_engine.server.ollama_prompt import Generate, generate_request
 from npu_engine.server.ollama_template import show_parameters, show_template
-from npu_engine.server.openai_routes import answered_by, engine_headers, planned_headers
+from npu_engine.server.openai_routes import (
+    answered_by,
+    engine_headers,
+    not_converted_entry,
+    planned_headers,
+)
 from npu_engine.server.schemas import (
     OllamaChatRequest,
     OllamaGenerateRequest,
@@ -184,6 +189,7 @@ def _assistant(result: GenerationResult) -> dict[str, Any]:
 
 
 def _tags(service: ModelService) -> dict[str, Any]:
+    answering, waiting = service.listed()
     return {
         "models": [
             {
@@ -194,8 +200,10 @@ def _tags(service: ModelService) -> dict[str, Any]:
                 "digest": _digest(s),
                 "details": _details(s.manifest),
             }
-            for s in service.served()
-        ]
+            for s in answering
+        ],
+        # Beside the list clients read: what is named but cannot answer until converted.
+        "not_converted": [not_converted_entry(service, s) for s in waiting],
     }
 
 

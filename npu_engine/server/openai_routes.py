@@ -177,9 +177,12 @@ def openai_router(service: ModelService) -> APIRouter:
     @router.get("/models")
     async def models() -> dict[str, Any]:
         now = int(time.time())
+        answering, waiting = service.listed()
         return {
             "object": "list",
-            "data": [_model_entry(service, s, now) for s in service.served()],
+            "data": [_model_entry(service, s, now) for s in answering],
+            # Beside the list clients read: what is named but cannot answer until converted.
+            "not_converted": [not_converted_entry(service, s) for s in waiting],
         }
 
     @router.get("/models/{model}")
@@ -210,6 +213,17 @@ def _model_entry(service: ModelService, served: Served, created: int) -> dict[st
         "tier": served.tier,
         "context_length": context,
         "max_model_len": context,
+    }
+
+
+def not_converted_entry(service: ModelService, served: Served) -> dict[str, str]:
+    """A tier that cannot answer until its model is converted, and the command that converts it."""
+    profile = service.engine.profile_name
+    return {
+        "id": served.name,
+        "tier": served.tier,
+        "model": service.engine.tier(served.tier).model,
+        "convert": f"npu-convert tier {served.tier} --profile {profile}",
     }
 
 

@@ -95,6 +95,20 @@ class ModelService:
                 names.append(Served(manifest.name, serving, manifest))
         return names
 
+    def listed(self) -> tuple[list[Served], list[Served]]:
+        """The names that can answer now (a converted model, a tier with its model converted here
+        or on a server, `auto` when any chat tier can), and the tiers that cannot until converted."""
+        ready = self.engine.ready_tiers()
+        now: list[Served] = []
+        later: list[Served] = []
+        for served in self.served():
+            if served.tier == AUTO:
+                answers = bool(ready & set(self.engine.tiers()))
+            else:
+                answers = served.name != served.tier or served.tier in ready
+            (now if answers else later).append(served)
+        return now, later
+
     def resolve(self, model: str) -> Served:
         name = model.removesuffix(":latest")
         every = self.served()

@@ -78,3 +78,21 @@ def resolve_ollama(name: str, store: Path, reporter: Reporter) -> ResolvedSource
         raise ChecksumError(f"Ollama blob {blob} is corrupt: its sha256 is {actual}, not {match.group(1)}")
     resolved = resolve_gguf(blob, reporter, kind="ollama", spec=f"ollama:{name}", digest=actual)
     return replace(resolved, default_name=slug(f"{model}-{tag}"))
+
+
+def stored_names(store: Path) -> frozenset[str]:
+    """The models Ollama's store at `store` holds, as `ollama pull` names them (`model:tag` for
+    the default registry's library, `namespace/model:tag` or `host/namespace/model:tag` else);
+    empty when there is no store. Names only: nothing is read or checked."""
+    root = store / "manifests"
+    if not root.is_dir():
+        return frozenset()
+    names = set()
+    for path in root.glob("*/*/*/*"):
+        if not path.is_file():
+            continue
+        host, namespace, model, tag = path.relative_to(root).parts
+        prefix = "" if (host, namespace) == (DEFAULT_HOST, DEFAULT_NAMESPACE) else f"{namespace}/"
+        prefix = prefix if host == DEFAULT_HOST else f"{host}/{namespace}/"
+        names.add(f"{prefix}{model}:{tag}")
+    return frozenset(names)
