@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--receipts", action="store_true", help="sign every answer: its `npu_engine` field has the receipt"
     )
+    serve.add_argument(
+        "--log-prompts",
+        action="store_true",
+        help="show each request's prompt (escaped, cut at 500 characters) in the access log",
+    )
     verify = commands.add_parser(
         "verify", help="check a receipt: its signature, the text it names, and the model that wrote it"
     )
@@ -279,6 +284,7 @@ def _plan(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, profile: str) -> int:
     if args.receipts:
         ReceiptKeys(engine_home()).signer()  # a key that cannot be made fails here, not per answer
+    from npu_engine.server.access_log import enable_access_log
     from npu_engine.server.app import create_app
     from npu_engine.server.connections import raise_descriptor_limit, serve_app
     from npu_engine.server.log_limit import limit_log_rate
@@ -323,8 +329,10 @@ def _serve(args: argparse.Namespace, profile: str) -> int:
         header_timeout_seconds=args.header_timeout,
         body_timeout_seconds=args.body_timeout,
         connection_keep_alive_seconds=args.connection_keep_alive,
+        log_prompts=args.log_prompts,
     )
     limiter = limit_log_rate(logging.getLogger(), config.log_lines_per_second)
+    enable_access_log()  # one line per request on stderr, with or without -v
     descriptors = raise_descriptor_limit()
     print(f"npu-engine serving profile {profile!r} on http://{args.host}:{args.port}", file=sys.stderr)
     serve_app(create_app(engine, config), config, descriptors)

@@ -64,6 +64,8 @@ def browser() -> Iterator[WebDriver]:
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(argument)
+    # No network, as on a laptop offline: every host name but the test server's fails to resolve.
+    options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
     options.add_argument(f"--window-size={LAPTOP[0]},{LAPTOP[1]}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     chrome = webdriver.Chrome(options=options, service=Service(executable_path=driver))
@@ -173,6 +175,26 @@ def test_the_page_loads_with_no_console_errors(page: WebDriver, served: ServerTh
     assert page.find_element(By.ID, "queue").get_attribute("data-depth") == "0"
     assert console_errors(page) == []
     shoot(page, "01-loaded")
+
+
+def test_the_api_docs_render_offline_and_try_a_route(page: WebDriver, served: ServerThread) -> None:
+    page.get(served.url + "/docs")
+    wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock"))
+    summaries = page.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+    paths = {summary.get_attribute("data-path") for summary in summaries}
+    assert {"/health", "/metrics", "/v1/chat/completions", "/api/chat", "/v1/messages"} <= paths
+    loaded = page.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert loaded and all(url.startswith(served.url + "/") for url in loaded), loaded
+    # "Try it out" on /health: Swagger UI's own call gets past the page's CSP and the guard.
+    health = page.find_element(By.CSS_SELECTOR, ".opblock-summary-path[data-path='/health']")
+    health.click()
+    wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, ".try-out__btn")).pop().click()
+    wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, ".btn.execute")).pop().click()
+    answered = ".live-responses-table tbody .response-col_status"
+    status = wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, answered))
+    assert status[0].text.strip() == "200"
+    shoot(page, "api-docs")
+    assert console_errors(page) == []
 
 
 def test_a_broken_block_shows_its_parse_failure(page: WebDriver, served: ServerThread) -> None:

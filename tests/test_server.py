@@ -231,9 +231,9 @@ def test_internal_errors_answer_500_with_a_request_id_and_no_paths(
 
 def test_log_lines_escape_user_input(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
     client = local_client(engine)
-    with caplog.at_level(logging.INFO, logger="npu_engine.server"):
+    with caplog.at_level(logging.INFO, logger="npu_engine.access"):
         client.get("/api/tags%0Afake-entry%20200")
-    lines = [r.getMessage() for r in caplog.records if r.name == "npu_engine.server"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "npu_engine.access"]
     assert lines and all("\n" not in line for line in lines)
     assert any("\\n" in line for line in lines)
 
@@ -291,7 +291,7 @@ def test_a_client_that_disconnects_stops_generation(served: ServerThread, engine
 
 def test_health_and_metrics(served: ServerThread) -> None:
     assert httpx.get(f"{served.url}/health").json()["status"] == "ok"
-    metrics = httpx.get(f"{served.url}/metrics").json()
+    metrics = httpx.get(f"{served.url}/metrics.json").json()
     assert metrics["requests_total"] > 0 and metrics["queue_depth"] >= 0
     assert (
         metrics["devices"]["CPU"]["answers"] > 0 and metrics["devices"]["CPU"]["tokens_per_second_recent"] > 0

@@ -53,14 +53,19 @@ def test_ten_thousand_made_up_paths_do_not_grow_metrics_or_memory(
                 assert answer.status_code == answered
 
         visit(0, 500)  # warm up: the allocator and the server reach their steady state
-        before_body = len(client.get("/metrics").content)
+        before_body = len(client.get("/metrics.json").content)
+        before_prometheus = len(client.get("/metrics").content)
         before_rss = psutil.Process().memory_info().rss
         visit(500, 10_000)
         client.get("/api/show")  # a real route (and method not allowed): counted under its template
         after_rss = psutil.Process().memory_info().rss
-        metrics = client.get("/metrics")
-    assert metrics.status_code == 200
+        metrics = client.get("/metrics.json")
+        prometheus = client.get("/metrics")
+    assert metrics.status_code == 200 and prometheus.status_code == 200
     assert len(metrics.content) <= before_body + 200  # one more route, not 10,000 more paths
+    # In Prometheus's format one more route is a counter and a histogram (about 20 lines).
+    assert len(prometheus.content) <= before_prometheus + 4000
+    assert "/v1/made-up" not in prometheus.text
     rows = {(row["path"], row["status"]): row["count"] for row in metrics.json()["requests"]}
     assert rows[(UNMATCHED, answered)] == 10_500
     assert rows[("/api/show", 405)] == 1

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from npu_engine.errors import UnknownModelError
 from npu_engine.generation import SamplingOptions
 from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
+from npu_engine.server.access_log import record_of
 from npu_engine.server.anthropic_messages import (
     StopScanner,
     arguments_json,
@@ -64,7 +65,7 @@ def anthropic_router(service: ModelService) -> APIRouter:
         prepared = service.prepare(asked)
         ident = "msg_" + secrets.token_hex(12)
         if not body.stream:
-            result = await service.answer(prepared, request.is_disconnected)
+            result = await service.answer(prepared, request.is_disconnected, record_of(request.scope))
             scanner = StopScanner(stops)
             text = scanner.feed(result.text) + scanner.finish()
             payload = {
@@ -79,7 +80,7 @@ def anthropic_router(service: ModelService) -> APIRouter:
                 "npu_engine": _answered_by(result, mapped),
             }
             return JSONResponse(payload, headers=engine_headers(result.tier, result.model, result.device))
-        pieces = await service.stream(prepared)
+        pieces = await service.stream(prepared, record_of(request.scope))
         events = _events(pieces, ident, body.model, StopScanner(stops), mapped)
         return StreamingResponse(
             events, media_type="text/event-stream", headers=planned_headers(served, prepared)

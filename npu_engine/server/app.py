@@ -1,30 +1,33 @@
 """`create_app(engine, config)`: the FastAPI application behind `npu-engine serve`. It holds the
-one Engine it is given; nothing is global. Errors answer in the protocol of the route (OpenAI's
-shape under /v1, Anthropic's under /v1/messages, Ollama's elsewhere), never with a stack trace
-or a file path."""
+one Engine it is given; nothing is global (its metrics have a registry of their own). Errors
+answer in the protocol of the route (OpenAI's shape under /v1, Anthropic's under /v1/messages,
+Ollama's elsewhere), never with a stack trace or a file path."""
 
 import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from npu_engine.code_checks import CodeChecker
 from npu_engine.engine import Engine
 from npu_engine.errors import NpuEngineError
 from npu_engine.pipelines import PipelineKey, decoding_and_backend
+from npu_engine.server.access_log import ACCESS_LOGGER, AccessLog
 from npu_engine.server.anthropic_routes import anthropic_router
 from npu_engine.server.config import LOCAL_ORIGINS, ServerConfig
 from npu_engine.server.embedding_routes import embedding_routers
 from npu_engine.server.engine_routes import engine_router
 from npu_engine.server.guard import Guard
-from npu_engine.server.metrics import Metrics, route_label
+from npu_engine.server.metrics import EngineGauges, Loaded, Metrics, route_label
 from npu_engine.server.ollama_routes import ollama_router
 from npu_engine.server.openai_routes import openai_router
 from npu_engine.server.page_routes import PAGE_PREFIX, page_files, page_router
@@ -52,6 +55,7 @@ def create_app(
     checkers installed here)."""
     config = config or ServerConfig()
     metrics = Metrics()
+    metrics.watch(EngineGauges(engine.queue_depth, lambda: [_loaded(key) for key in engine.loaded()]))
     service = ModelService(engine, metrics, config.version, config.max_new_tokens)
 
     @contextlib.asynccontextmanager
@@ -72,6 +76,10 @@ def create_app(
         version=config.version,
         description="OpenAI- and Ollama-compatible API over local coder models on NPU, GPU and CPU.",
         lifespan=lifespan,
+        # Served by page_routes from the package's own copy of Swagger UI: FastAPI's pages load
+        # theirs from a CDN, and are blank offline. No ReDoc: it would need a copy too.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
 
@@ -86,19 +94,23 @@ def create_app(
             "devices": engine.device_names(),
         }
 
-    @app.get("/metrics", tags=["Server"])
-    async def metrics_view() -> dict[str, Any]:
+    @app.get(
+        "/metrics",
+        tags=["Server"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+    )
+    async def prometheus_metrics() -> Response:
+        """Requests, answers, tokens, durations, the queue and the loaded models, for Prometheus."""
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/metrics.json", tags=["Server"])
+    async def metrics_json() -> dict[str, Any]:
+        """The same counts as JSON, with the queue and the loaded models (the Code Mode page's)."""
         return {
             **metrics.snapshot(),
             "queue_depth": engine.queue_depth(),
-            "loaded": [
-                dict(
-                    zip(("decoding", "backend"), decoding_and_backend(key), strict=True),
-                    model=key[0],
-                    device=key[1],
-                )
-                for key in engine.loaded()
-            ],
+            "loaded": [asdict(_loaded(key)) for key in engine.loaded()],
         }
 
     app.mount(PAGE_PREFIX, page_files(), name="page")
@@ -128,6 +140,7 @@ def create_app(
         metrics=metrics,
         # Included routers show up in app.routes as one entry each: their own routes are listed.
         route_of=lambda scope: route_label([*app.routes, *(r for api in apis for r in api.routes)], scope),
+        access=AccessLog(logging.getLogger(ACCESS_LOGGER), config.log_prompts),
     )
     return app
 
@@ -173,6 +186,6 @@ def _answer_errors_in_protocol(app: FastAPI) -> None:
         )
 
 
-def _loaded(key: PipelineKey) -> dict[str, str]:
+def _loaded(key: PipelineKey) -> Loaded:
     decoding, backend = decoding_and_backend(key)
-    return {"model": key[0], "device": key[1], "decoding": decoding, "backend": backend}
+    return Loaded(model=key[0], device=key[1], decoding=decoding, backend=backend)

@@ -33,6 +33,8 @@ class ServerConfig:
     body_timeout_seconds: float = 30.0
     connection_keep_alive_seconds: float = 5.0
     log_lines_per_second: int = 10  # per logger and message kind; the rest are counted, not written
+    # The access log (access_log.py) shows each request's prompt, escaped; never by default.
+    log_prompts: bool = False
     version: str = "0.1.0"
     extra: dict[str, str] = field(default_factory=dict)
 

@@ -7,11 +7,12 @@ import struct
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from npu_engine.embedding import EmbeddingResult
 from npu_engine.errors import UserInputError
+from npu_engine.server.access_log import record_of
 from npu_engine.server.config import keep_alive_seconds
 from npu_engine.server.embedding_schemas import EmbeddingRequest, OllamaEmbeddingsRequest, OllamaEmbedRequest
 from npu_engine.server.openai_routes import engine_headers
@@ -47,9 +48,9 @@ def embedding_routers(service: ModelService) -> list[APIRouter]:
     ollama = APIRouter(prefix="/api", tags=["Ollama"])
 
     @openai.post("/embeddings")
-    async def embeddings(body: EmbeddingRequest) -> Any:
+    async def embeddings(body: EmbeddingRequest, request: Request) -> Any:
         served = service.tier_of(body.model)
-        result = await service.embed(body.model, served, body.texts())
+        result = await service.embed(body.model, served, body.texts(), record=record_of(request.scope))
         _check_dimensions(body.dimensions, result)
         encode = as_base64 if body.encoding_format == "base64" else list
         payload = {
@@ -65,17 +66,18 @@ def embedding_routers(service: ModelService) -> list[APIRouter]:
         return JSONResponse(payload, headers=_headers(result))
 
     @ollama.post("/embed")
-    async def embed(body: OllamaEmbedRequest) -> Any:
+    async def embed(body: OllamaEmbedRequest, request: Request) -> Any:
+        record = record_of(request.scope)
         started = time.monotonic()
         served = service.tier_of(body.model)
         keep = keep_alive_seconds(body.keep_alive)
         texts = body.texts()
         try:
             if not texts:  # Ollama: no input loads the model (or unloads it, with keep_alive 0)
-                result = await service.embed(body.model, served, [""])
+                result = await service.embed(body.model, served, [""], record=record)
                 vectors: list[list[float]] = []
             else:
-                result = await service.embed(body.model, served, texts, body.truncate)
+                result = await service.embed(body.model, served, texts, body.truncate, record)
                 _check_dimensions(body.dimensions, result)
                 vectors = [list(vector) for vector in result.vectors]
         finally:
@@ -91,11 +93,11 @@ def embedding_routers(service: ModelService) -> list[APIRouter]:
         return JSONResponse(payload, headers=_headers(result))
 
     @ollama.post("/embeddings")
-    async def embeddings_legacy(body: OllamaEmbeddingsRequest) -> Any:
+    async def embeddings_legacy(body: OllamaEmbeddingsRequest, request: Request) -> Any:
         served = service.tier_of(body.model)
         keep = keep_alive_seconds(body.keep_alive)
         try:
-            result = await service.embed(body.model, served, [body.prompt])
+            result = await service.embed(body.model, served, [body.prompt], record=record_of(request.scope))
         finally:
             _keep_alive(service, served, keep)
         # Ollama answers an empty prompt with an empty vector (having loaded the model).

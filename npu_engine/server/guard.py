@@ -2,21 +2,19 @@
 (DNS rebinding), the Origin check (a page of another site driving the engine with a "simple"
 cross-site request, which needs no CORS preflight), the API key (not asked of CORS preflights,
 which browsers send without it), the body-size limit, one count per route in the metrics, and
-one log line per request with user input escaped. Written as plain ASGI so that streamed
-responses pass through untouched."""
+one access-log line per request (access_log.py). Written as plain ASGI so that streamed responses
+pass through untouched, and counted and logged when they end."""
 
 import json
-import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from npu_engine.server.access_log import AccessLog, new_record
 from npu_engine.server.config import ServerConfig
 from npu_engine.server.metrics import Metrics
 from npu_engine.server.schemas import error_payload
-
-log = logging.getLogger("npu_engine.server")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,19 +28,20 @@ OPEN_PATHS = ("/health", "/")
 OPEN_PREFIXES = ("/page/",)
 
 
-def escaped(text: str, limit: int = 200) -> str:
-    """User text made safe for one log line: control characters and newlines escaped."""
-    return text[:limit].encode("unicode_escape").decode("ascii")
-
-
 class Guard:
     def __init__(
-        self, app: ASGIApp, config: ServerConfig, metrics: Metrics, route_of: Callable[[Scope], str]
+        self,
+        app: ASGIApp,
+        config: ServerConfig,
+        metrics: Metrics,
+        route_of: Callable[[Scope], str],
+        access: AccessLog,
     ) -> None:
         self.app = app
         self.config = config
         self.metrics = metrics
         self.route_of = route_of  # the route template a request is counted under
+        self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,6 +49,7 @@ class Guard:
             return
         request_id = secrets.token_hex(8)
         scope.setdefault("state", {})["request_id"] = request_id
+        record = new_record(scope, request_id)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path = scope["path"]
         started = time.monotonic()
@@ -77,17 +77,15 @@ class Guard:
                 await _reply(send_with_id, 413, f"request body is over the {limit}-byte limit", path)
                 return
             await self.app(scope, _replay(body, receive), send_with_id)
+        except Exception:
+            # Starlette's outermost middleware answers it with the 500 the client gets.
+            status["code"] = status["code"] or 500
+            raise
         finally:
-            self.metrics.request(self.route_of(scope), status["code"])
-            log.info(
-                "%s %s %s %d %.0fms id=%s",
-                escaped(headers.get("host", "")),
-                scope["method"],
-                escaped(path),
-                status["code"],
-                (time.monotonic() - started) * 1000,
-                request_id,
-            )
+            seconds = time.monotonic() - started
+            record.route, record.status = self.route_of(scope), status["code"]
+            self.metrics.request(record.route, record.status, seconds)
+            self.access.write(record, seconds * 1000)
 
     def _refusal(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, str] | None:
         if not self.config.host_allowed(headers.get("host", "")):

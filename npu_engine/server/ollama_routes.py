@@ -18,6 +18,7 @@ from npu_engine.generation import Message, SamplingOptions
 from npu_engine.manifest import Manifest
 from npu_engine.pipelines import decoding_and_backend
 from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
+from npu_engine.server.access_log import record_of
 from npu_engine.server.config import keep_alive_seconds
 from npu_engine.server.discovery import (
     OLLAMA_API_VERSION,
@@ -278,7 +279,8 @@ async def _respond(
     if not body.stream:
         # keep_alive takes effect whether the answer comes or the request is refused.
         try:
-            result = await service.answer(service.prepare(asked.request), request.is_disconnected)
+            prepared = service.prepare(asked.request)
+            result = await service.answer(prepared, request.is_disconnected, record_of(request.scope))
         finally:
             _apply_keep_alive(service, served, keep)
         timings = _timings(result, started, notes)
@@ -292,7 +294,7 @@ async def _respond(
             _with_thinking(payload, *split_thinking(result.text))
         return JSONResponse(payload, headers=engine_headers(result.tier, result.model, result.device))
     prepared = service.prepare(asked.request)
-    pieces = await service.stream(prepared)
+    pieces = await service.stream(prepared, record_of(request.scope))
     thinking = ThinkingStream() if _thinks(service, body, prepared.job.tier.model) else None
     generated = asked if not chat else None
     lines = _ndjson(service, served, keep, pieces, body.model, generated, started, notes, thinking)

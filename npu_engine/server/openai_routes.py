@@ -16,6 +16,7 @@ from npu_engine.errors import UserInputError
 from npu_engine.generation import MAX_SEED, Message, SamplingOptions
 from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
 from npu_engine.router import Route
+from npu_engine.server.access_log import record_of
 from npu_engine.server.discovery import served_context
 from npu_engine.server.schemas import (
     ChatCompletionRequest,
@@ -245,10 +246,11 @@ async def _complete(
     ident = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
     created = int(time.time())
     if not body.stream:
-        result = await service.answer(prepared, request.is_disconnected)
+        record = record_of(request.scope)
+        result = await service.answer(prepared, request.is_disconnected, record)
         results = [result]
         for more in _more_choices(asked, body.n):
-            results.append(await service.answer(service.prepare(more), request.is_disconnected))
+            results.append(await service.answer(service.prepare(more), request.is_disconnected, record))
         payload = {
             "id": ident,
             "object": "chat.completion" if chat else "text_completion",
@@ -260,7 +262,7 @@ async def _complete(
             "npu_engine": answered_by(result),
         }
         return JSONResponse(payload, headers=engine_headers(result.tier, result.model, result.device))
-    pieces = await service.stream(prepared)
+    pieces = await service.stream(prepared, record_of(request.scope))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     events = _sse(pieces, ident, created, body.model, chat, include_usage)
     return StreamingResponse(

@@ -1,9 +1,12 @@
-"""The Code Mode page: `GET /` answers a browser with the page (static/index.html) and any other
-client with the heartbeat line the Ollama CLI checks for; /page/ serves the page's scripts, styles
-and vendored libraries, all from inside the package (no CDN: the laptop may be offline).
+"""The pages a browser is shown. The Code Mode page: `GET /` answers a browser with the page
+(static/index.html) and any other client with the heartbeat line the Ollama CLI checks for. The
+API docs: `GET /docs` is Swagger UI over /openapi.json (static/docs.html). /page/ serves both
+pages' scripts, styles and vendored libraries, all from inside the package (no CDN: the laptop may
+be offline).
 
 The page and its files hold nothing private, so the guard lets them load without the API key;
-every API call the page makes sends the key (it asks for it once, on a 401)."""
+every API call the page makes sends the key (it asks for it once, on a 401). /docs asks for the key
+as /openapi.json, which it shows, does."""
 
 from importlib import resources
 from pathlib import Path
@@ -14,11 +17,17 @@ from fastapi.staticfiles import StaticFiles
 
 PAGE_PREFIX = "/page"
 HEARTBEAT = "npu-engine is running"
-# The page runs only its own files: no inline script, nothing from another origin.
+# The pages run only their own files: no inline script, nothing from another origin.
 PAGE_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
 )
+PAGE_HEADERS = {
+    "Content-Security-Policy": PAGE_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 def static_folder() -> Path:
@@ -34,6 +43,7 @@ def page_files() -> StaticFiles:
 def page_router() -> APIRouter:
     router = APIRouter(include_in_schema=False)
     page = (static_folder() / "index.html").read_text("utf-8")
+    docs = (static_folder() / "docs.html").read_text("utf-8")
 
     @router.api_route("/", methods=["GET", "HEAD"], response_model=None)
     async def root(request: Request) -> Response:
@@ -41,12 +51,10 @@ def page_router() -> APIRouter:
         # a browser asks for HTML and gets the page.
         if "text/html" not in request.headers.get("accept", ""):
             return PlainTextResponse(HEARTBEAT)
-        headers = {
-            "Content-Security-Policy": PAGE_POLICY,
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-cache",
-        }
-        return HTMLResponse(page, headers=headers)
+        return HTMLResponse(page, headers=PAGE_HEADERS)
+
+    @router.api_route("/docs", methods=["GET", "HEAD"], response_model=None)
+    async def api_docs() -> Response:
+        return HTMLResponse(docs, headers=PAGE_HEADERS)
 
     return router

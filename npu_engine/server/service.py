@@ -24,6 +24,7 @@ from npu_engine.errors import (
 )
 from npu_engine.manifest import Manifest
 from npu_engine.request import GenerateRequest, GenerationResult, StreamChunk
+from npu_engine.server.access_log import AccessRecord
 from npu_engine.server.metrics import Metrics
 
 AUTO = "auto"
@@ -131,12 +132,18 @@ class ModelService:
         return self.engine.prepare(request)
 
     async def answer(
-        self, prepared: Prepared, disconnected: Callable[[], Awaitable[bool]] | None = None
+        self,
+        prepared: Prepared,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+        record: AccessRecord | None = None,
     ) -> GenerationResult:
         """The whole answer. Generation starts at once on its own thread, so the request meets the
         model's bounded queue now (EngineBusyError past it), never a thread pool's hidden queue.
         While it runs, `disconnected` (the request's `is_disconnected`) is polled: once the client
-        has gone, generation stops within a token and the cancelled result is returned."""
+        has gone, generation stops within a token and the cancelled result is returned. `record`,
+        the request's access-log record, is told the prompt and who answered."""
+        if record is not None:
+            record.asked(prepared.job.request)
         events, run = self._start(prepared, relay_text=False)
         try:
             while True:
@@ -149,33 +156,52 @@ class ModelService:
                 if isinstance(item, BaseException):
                     raise item
                 if item.result is not None:
-                    self.metrics.answered(item.result)
+                    self._answered(item.result, record)
                     return item.result
         finally:
             run.stop.set()  # also when this task is cancelled: nobody waits for the answer
 
     async def embed(
-        self, model: str, served: Served, texts: Sequence[str], truncate: bool = True
+        self,
+        model: str,
+        served: Served,
+        texts: Sequence[str],
+        truncate: bool = True,
+        record: AccessRecord | None = None,
     ) -> EmbeddingResult:
         """The vectors of `texts` from the embedding model `model` names (UserInputError naming the
         field when it names a chat model). The work runs on its own thread, as generation does, so
-        the request meets the model's bounded queue, never a thread pool's hidden one."""
+        the request meets the model's bounded queue, never a thread pool's hidden one. `record` is
+        told who made them."""
         if served.tier not in self.engine.embedding_tiers():  # `auto` too: it routes to chat tiers
             raise UserInputError(
                 f"invalid field 'model': {model!r} is a chat model and makes no embeddings "
                 f"(the embedding model here is {EMBED_TIER!r})"
             )
-        return await _on_own_thread(lambda: self.engine.embed(texts, served.tier, truncate=truncate))
+        result = await _on_own_thread(lambda: self.engine.embed(texts, served.tier, truncate=truncate))
+        if record is not None:
+            record.embedded(result)
+        return result
 
-    async def stream(self, prepared: Prepared) -> AsyncIterator[StreamChunk]:
+    async def stream(
+        self, prepared: Prepared, record: AccessRecord | None = None
+    ) -> AsyncIterator[StreamChunk]:
         """Chunks of text, then the one holding the result. Starts generating at once; raises the
         engine's error before the first chunk (so a route can still answer with an error status).
-        When the consumer stops (the client disconnected), generation stops within a token."""
+        When the consumer stops (the client disconnected), generation stops within a token.
+        `record`, the request's access-log record, is told the prompt and who answered."""
+        if record is not None:
+            record.asked(prepared.job.request)
         events, run = self._start(prepared, relay_text=True)
         first = await events.get()
         if isinstance(first, BaseException):
             raise first
-        return self._relay(first, events, run)
+        return self._relay(first, events, run, record)
+
+    def _answered(self, result: GenerationResult, record: AccessRecord | None) -> None:
+        self.metrics.answered(result)
+        if record is not None:
+            record.answered(result)
 
     def _start(
         self, prepared: Prepared, relay_text: bool
@@ -196,12 +222,16 @@ class ModelService:
         return events, run
 
     async def _relay(
-        self, item: StreamChunk, events: "asyncio.Queue[StreamChunk | BaseException]", run: Run
+        self,
+        item: StreamChunk,
+        events: "asyncio.Queue[StreamChunk | BaseException]",
+        run: Run,
+        record: AccessRecord | None,
     ) -> AsyncIterator[StreamChunk]:
         try:
             while True:
                 if item.result is not None:
-                    self.metrics.answered(item.result)
+                    self._answered(item.result, record)
                     yield item
                     return
                 yield item

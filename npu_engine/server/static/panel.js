@@ -43,7 +43,7 @@ export async function refreshPanel(api) {
         el("span", { class: "reason" }, relative(m.expires_at))))
         : [el("li", { class: "small" }, "none loaded")]));
     }).catch((error) => failed(loaded, error)),
-    api.json("/metrics").then((data) => {
+    api.json("/metrics.json").then((data) => {
       queue.textContent = `${data.queue_depth} request(s) queued or generating`;
       queue.dataset.depth = String(data.queue_depth);
     }).catch((error) => { queue.textContent = error.message; }),
