@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import get_args
 
 from npu_engine.attest_verify import read_receipt_file, verify_receipt
+from npu_engine.backends.remote import ollama_base_url
 from npu_engine.catalog import TIERS, load_catalog
 from npu_engine.cli_support import run_cli
 from npu_engine.device_profile import profile_path, read_profile
 from npu_engine.devices import Inventory, discover, read_inventory
+from npu_engine.doctor import diagnose
 from npu_engine.engine import Engine, fast_tier_generate
 from npu_engine.errors import ReceiptError, UserInputError
 from npu_engine.files import human_bytes, write_text_atomically
@@ -25,7 +27,14 @@ from npu_engine.request import BackendChoice, GenerateRequest, GenerationResult
 from npu_engine.router import Router, load_rules, model_classifier
 from npu_engine.scheduler import default_budget
 from npu_engine.server.config import DEFAULT_PORT, ServerConfig, is_loopback, keep_alive_seconds
-from npu_engine.settings import api_key_setting, catalog_profile, engine_home, router_rules_path
+from npu_engine.settings import (
+    api_key_setting,
+    catalog_profile,
+    engine_home,
+    ollama_host,
+    ollama_models_dir,
+    router_rules_path,
+)
 from npu_engine.store import ModelStore
 from npu_engine.wiring import configured_remote_tiers
 
@@ -79,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     planning.add_argument("--profile", default=None)
     planning.add_argument("--inventory", type=Path, help="plan for the machine described in this JSON file")
     commands.add_parser("devices", help="list the devices OpenVINO sees")
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the install, the devices, the model store and Ollama; print what to fix "
+        "(exit 1 when something needs fixing)",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
     serve = commands.add_parser("serve", help="serve the OpenAI and Ollama HTTP APIs (127.0.0.1 by default)")
     serve.add_argument("--profile", default=None)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
@@ -154,6 +169,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "devices":
         _print_inventory(discover())
         return 0
+    if args.command == "doctor":
+        return _doctor(args.json)
     if args.command == "key":
         return _key(args.out)
     if args.command == "verify":
@@ -358,6 +375,27 @@ def _keep(result: GenerationResult, receipt: Path | None, output: Path | None) -
         raise ReceiptError(f"no receipt: {result.device} answered, not a model of this machine", "remote")
     _write(receipt, result.receipt.to_json())
     print(f"[receipt: {receipt} | key {result.receipt.keyid[:16]}]", file=sys.stderr)
+
+
+def _doctor(as_json: bool) -> int:
+    report = diagnose(ModelStore(engine_home()), ollama_models_dir(), ollama_base_url(ollama_host()))
+    if as_json:
+        print(report.to_json())
+    else:
+        # A terminal that cannot print the arrow (a Latin-1 locale) gets ASCII, not a traceback.
+        arrow = "→" if _encodes(sys.stdout, "→") else "->"
+        for finding in report.findings:
+            print(finding.line(arrow))
+        print(report.summary())
+    return 1 if report.needs_fixing else 0
+
+
+def _encodes(stream: object, text: str) -> bool:
+    try:
+        text.encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def _key(out: Path | None) -> int:

@@ -78,3 +78,19 @@ def resolve_ollama(name: str, store: Path, reporter: Reporter) -> ResolvedSource
         raise ChecksumError(f"Ollama blob {blob} is corrupt: its sha256 is {actual}, not {match.group(1)}")
     resolved = resolve_gguf(blob, reporter, kind="ollama", spec=f"ollama:{name}", digest=actual)
     return replace(resolved, default_name=slug(f"{model}-{tag}"))
+
+
+def installed_models(store: Path) -> list[str]:
+    """The `[host/][namespace/]model:tag` names of every model manifest in the Ollama store at
+    `store`, as `ollama list` names them (the default host and namespace left out)."""
+    manifests = store / "manifests"
+    names = []
+    for tag in sorted(manifests.glob("*/*/*/*")):
+        if not tag.is_file():
+            continue
+        host, namespace, model = tag.relative_to(manifests).parts[:3]
+        prefix = "" if host == DEFAULT_HOST else f"{host}/"
+        if prefix or namespace != DEFAULT_NAMESPACE:
+            prefix += f"{namespace}/"
+        names.append(f"{prefix}{model}:{tag.name}")
+    return names
