@@ -55,7 +55,7 @@ from npu_engine.request import (
 from npu_engine.router import Route, Router, load_rules
 from npu_engine.scheduler import Measurement, Plan, default_budget
 from npu_engine.settings import engine_home, ollama_models_dir, router_rules_path
-from npu_engine.sources.ollama import stored_names
+from npu_engine.sources.ollama import installed_models
 from npu_engine.store import ModelStore
 from npu_engine.targets import (
     DeviceTarget,
@@ -226,7 +226,7 @@ class Engine:
             clock=clock,
             attestor=attestor,
             receipts=receipts,
-            ollama_names=lambda: stored_names(ollama_models_dir()),
+            ollama_names=lambda: frozenset(installed_models(ollama_models_dir())),
         )
 
     # -- answering ------------------------------------------------------------------------------

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import get_args
 
 from npu_engine.attest_verify import read_receipt_file, verify_receipt
+from npu_engine.backends.remote import ollama_base_url
 from npu_engine.catalog import TIERS, load_catalog
 from npu_engine.cli_support import run_cli
 from npu_engine.conversion_needs import SystemMemory
 from npu_engine.convert import ConversionPlan, Converter
 from npu_engine.device_profile import profile_path, read_profile
 from npu_engine.devices import Inventory, discover, read_inventory
+from npu_engine.doctor import diagnose
 from npu_engine.engine import Engine, fast_tier_generate
 from npu_engine.errors import NpuEngineError, ReceiptError, UserInputError
 from npu_engine.files import human_bytes, write_text_atomically
@@ -35,11 +37,12 @@ from npu_engine.server.config import DEFAULT_PORT, ServerConfig, is_loopback, ke
 from npu_engine.settings import (
     api_key_setting,
     engine_home,
+    ollama_host,
     ollama_models_dir,
     profile_setting,
     router_rules_path,
 )
-from npu_engine.sources.ollama import stored_names
+from npu_engine.sources.ollama import installed_models
 from npu_engine.store import ModelStore
 from npu_engine.wiring import configured_remote_tiers, with_emulated_npu
 
@@ -96,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     planning.add_argument("--inventory", type=Path, help="plan for the machine described in this JSON file")
     planning.add_argument("--json", action="store_true", help="the checklist as JSON, for scripts")
     commands.add_parser("devices", help="list the devices OpenVINO sees")
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the install, the devices, the model store and Ollama; print what to fix "
+        "(exit 1 when something needs fixing)",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
     serve = commands.add_parser("serve", help="serve the OpenAI and Ollama HTTP APIs (127.0.0.1 by default)")
     serve.add_argument("--profile", default=None)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
@@ -176,6 +185,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "devices":
         _print_inventory(discover())
         return 0
+    if args.command == "doctor":
+        return _doctor(args.json)
     if args.command == "key":
         return _key(args.out)
     if args.command == "verify":
@@ -275,7 +286,7 @@ def _plan(args: argparse.Namespace) -> int:
         manifests,
         conversions,
         cpu_backend,
-        stored_names(ollama_models_dir()),
+        frozenset(installed_models(ollama_models_dir())),
     )
     print(json.dumps(found.to_json(), indent=2) if args.json else found.text())
     return 0
@@ -422,6 +433,27 @@ def _keep(result: GenerationResult, receipt: Path | None, output: Path | None) -
         raise ReceiptError(f"no receipt: {result.device} answered, not a model of this machine", "remote")
     _write(receipt, result.receipt.to_json())
     print(f"[receipt: {receipt} | key {result.receipt.keyid[:16]}]", file=sys.stderr)
+
+
+def _doctor(as_json: bool) -> int:
+    report = diagnose(ModelStore(engine_home()), ollama_models_dir(), ollama_base_url(ollama_host()))
+    if as_json:
+        print(report.to_json())
+    else:
+        # A terminal that cannot print the arrow (a Latin-1 locale) gets ASCII, not a traceback.
+        arrow = "→" if _encodes(sys.stdout, "→") else "->"
+        for finding in report.findings:
+            print(finding.line(arrow))
+        print(report.summary())
+    return 1 if report.needs_fixing else 0
+
+
+def _encodes(stream: object, text: str) -> bool:
+    try:
+        text.encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def _key(out: Path | None) -> int:

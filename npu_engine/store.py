@@ -146,14 +146,19 @@ class ModelStore:
         }
         return per_model, sum(_entry_size(entry) for entry in _orphaned_cache(cache, names))
 
+    def orphaned_cache(self) -> list[Path]:
+        """What `prune_cache` would delete: compiled caches of models no longer in the store, and
+        loose blobs of the older flat layout."""
+        cache = self.cache_dir
+        if cache is None or not cache.is_dir():
+            return []
+        return _orphaned_cache(cache, {manifest.name for manifest in self.manifests()})
+
     def prune_cache(self) -> int:
         """Delete compiled caches that belong to no model in the store, and loose blobs of the older
         flat layout; the bytes freed."""
-        cache = self.cache_dir
-        if cache is None or not cache.is_dir():
-            return 0
         freed = 0
-        for entry in _orphaned_cache(cache, {manifest.name for manifest in self.manifests()}):
+        for entry in self.orphaned_cache():
             freed += _entry_size(entry)
             if entry.is_dir():
                 shutil.rmtree(entry)
@@ -346,8 +351,17 @@ class ModelStore:
                     lock.unlink(missing_ok=True)
 
     def debris(self) -> list[Path]:
-        """Leftovers from interrupted work (what `recover` would act on); empty in a clean store."""
+        """Leftovers from interrupted work and conversions under way; empty in a clean store."""
         return [*_children(self._replaced_dir), *_children(self._removing_dir), *_children(self._staging_dir)]
+
+    def interrupted(self) -> list[Path]:
+        """What `recover` would act on now: the part of `debris` whose process died (a staging
+        folder whose lock nobody holds; every half-done swap or removal)."""
+        return [
+            entry
+            for entry in self.debris()
+            if entry.parent != self._staging_dir or (entry.is_dir() and not _staging_alive(entry))
+        ]
 
     @contextmanager
     def _store_lock(self) -> Iterator[None]:
@@ -396,6 +410,12 @@ def _entry_size(entry: Path) -> int:
 
 def _children(folder: Path) -> list[Path]:
     return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def _staging_alive(folder: Path) -> bool:
+    """Whether a conversion still works in staging `folder`; its lock file is looked at, never made."""
+    lock = folder.parent / f"{folder.name}.lock"
+    return lock.exists() and _lock_held(lock)
 
 
 def _lock_held(lock_path: Path) -> bool:

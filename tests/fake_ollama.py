@@ -1,5 +1,5 @@
-"""A stand-in for an Ollama server on 127.0.0.1: `/api/chat` streaming NDJSON as Ollama's API
-documents it. A fake of a network peer we do not own; the engine under test is real."""
+"""A stand-in for an Ollama server on 127.0.0.1: `/api/chat` streaming NDJSON and `/api/version`
+as Ollama's API documents them. A fake of a network peer we do not own; the engine under test is real."""
 
 import json
 import threading
@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+VERSION = "0.12.3"  # what GET /api/version says
 
 
 @contextmanager
@@ -21,6 +23,17 @@ def fake_ollama(
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
             return
+
+        def do_GET(self) -> None:
+            if self.path != "/api/version":
+                self.send_error(404)
+                return
+            payload = json.dumps({"version": VERSION}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -12,7 +12,7 @@ from npu_engine.errors import UserInputError
 from npu_engine.manifest import Manifest
 from npu_engine.readiness import choose_profile, tier_readiness, ways_out
 from npu_engine.recipes import load_recipe_book
-from npu_engine.sources.ollama import stored_names
+from npu_engine.sources.ollama import installed_models
 from tests.test_scheduler import fake_manifest
 
 QWEN, QWEN_LARGE = "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"
@@ -101,8 +101,8 @@ def test_ways_out_of_a_tier_with_no_model_name_what_works_offline_first() -> Non
     assert not any("npu-convert tier code --profile plan" in way for way in plan)  # it would download
 
 
-def test_the_ollama_store_names_its_models_as_ollama_pull_does(tmp_path: Path) -> None:
-    assert stored_names(tmp_path / "absent") == frozenset()
+def test_the_ollama_store_names_its_models_as_ollama_list_does(tmp_path: Path) -> None:
+    assert installed_models(tmp_path / "absent") == []
     for host, namespace, model, tag in (
         ("registry.ollama.ai", "library", "deepseek-coder", "6.7b"),
         ("registry.ollama.ai", "me", "coder", "latest"),
@@ -111,4 +111,8 @@ def test_the_ollama_store_names_its_models_as_ollama_pull_does(tmp_path: Path) -
         folder = tmp_path / "manifests" / host / namespace / model
         folder.mkdir(parents=True)
         (folder / tag).write_text(json.dumps({"layers": []}))
-    assert stored_names(tmp_path) == {"deepseek-coder:6.7b", "me/coder:latest", "hf.co/bartowski/qwen:Q4_K_M"}
+    assert set(installed_models(tmp_path)) == {
+        "deepseek-coder:6.7b",
+        "me/coder:latest",
+        "hf.co/bartowski/qwen:Q4_K_M",
+    }

@@ -80,19 +80,17 @@ def resolve_ollama(name: str, store: Path, reporter: Reporter) -> ResolvedSource
     return replace(resolved, default_name=slug(f"{model}-{tag}"))
 
 
-def stored_names(store: Path) -> frozenset[str]:
-    """The models Ollama's store at `store` holds, as `ollama pull` names them (`model:tag` for
-    the default registry's library, `namespace/model:tag` or `host/namespace/model:tag` else);
-    empty when there is no store. Names only: nothing is read or checked."""
-    root = store / "manifests"
-    if not root.is_dir():
-        return frozenset()
-    names = set()
-    for path in root.glob("*/*/*/*"):
-        if not path.is_file():
+def installed_models(store: Path) -> list[str]:
+    """The `[host/][namespace/]model:tag` names of every model manifest in the Ollama store at
+    `store`, as `ollama list` names them (the default host and namespace left out)."""
+    manifests = store / "manifests"
+    names = []
+    for tag in sorted(manifests.glob("*/*/*/*")):
+        if not tag.is_file():
             continue
-        host, namespace, model, tag = path.relative_to(root).parts
-        prefix = "" if (host, namespace) == (DEFAULT_HOST, DEFAULT_NAMESPACE) else f"{namespace}/"
-        prefix = prefix if host == DEFAULT_HOST else f"{host}/{namespace}/"
-        names.add(f"{prefix}{model}:{tag}")
-    return frozenset(names)
+        host, namespace, model = tag.relative_to(manifests).parts[:3]
+        prefix = "" if host == DEFAULT_HOST else f"{host}/"
+        if prefix or namespace != DEFAULT_NAMESPACE:
+            prefix += f"{namespace}/"
+        names.append(f"{prefix}{model}:{tag.name}")
+    return names
