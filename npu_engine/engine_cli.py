@@ -201,9 +201,9 @@ def _run(args: argparse.Namespace) -> int:
     profile = choice.name
     if args.command == "route":
         return _route(args.prompt, profile, args.second_stage)
-    print(choice.line(), file=sys.stderr)
     if args.command == "serve":
-        return _serve(args, profile)
+        return _serve(args, choice)
+    print(choice.line(), file=sys.stderr)
     engine = Engine.from_settings(
         profile, emulate_npu=args.emulate_npu, allow_modified_models=args.allow_modified_models
     )
@@ -292,7 +292,7 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace, profile: str) -> int:
+def _serve(args: argparse.Namespace, choice: ProfileChoice) -> int:
     if args.receipts:
         ReceiptKeys(engine_home()).signer()  # a key that cannot be made fails here, not per answer
     from npu_engine.server.access_log import enable_access_log
@@ -319,8 +319,9 @@ def _serve(args: argparse.Namespace, profile: str) -> int:
             "--max-connections must be at least 1, and every timeout between 0 and 86400 seconds"
         )
     keep = keep_alive_seconds(args.keep_alive)
+    print(choice.line(), file=sys.stderr)  # after the checks: a refusal stays one line
     engine = Engine.from_settings(
-        profile,
+        choice.name,
         emulate_npu=args.emulate_npu,
         max_waiting=args.max_waiting,
         keep_alive_seconds=keep if keep is not None else 300.0,
@@ -345,7 +346,7 @@ def _serve(args: argparse.Namespace, profile: str) -> int:
     limiter = limit_log_rate(logging.getLogger(), config.log_lines_per_second)
     enable_access_log()  # one line per request on stderr, with or without -v
     descriptors = raise_descriptor_limit()
-    print(f"npu-engine serving profile {profile!r} on http://{args.host}:{args.port}", file=sys.stderr)
+    print(f"npu-engine serving profile {choice.name!r} on http://{args.host}:{args.port}", file=sys.stderr)
     serve_app(create_app(engine, config), config, descriptors)
     if limiter.dropped_total:  # the last flood's count may not have been said yet
         print(f"{limiter.dropped_total} repeated log lines were dropped in all", file=sys.stderr)

@@ -180,6 +180,13 @@ def test_the_model_lists_name_what_answers_and_mark_the_rest(tmp_path: Path) -> 
         },
     ]
     assert openai["not_converted"] == ollama["not_converted"] == waiting
+    nothing = Engine.from_settings(
+        "embedded", store=ModelStore(tmp_path / "empty"), inventory=discover(), remotes=(), measurements=[]
+    )
+    with TestClient(create_app(nothing, ServerConfig()), base_url="http://127.0.0.1:11435") as client:
+        empty = client.get("/v1/models").json()
+    assert empty["data"] == []
+    assert [m["id"] for m in empty["not_converted"]] == ["fast", "code", "large", "embed"]
 
 
 @pytest.mark.slow

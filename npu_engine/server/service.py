@@ -98,15 +98,17 @@ class ModelService:
 
     def listed(self) -> tuple[list[Served], list[Served]]:
         """The names that can answer now (a converted model, a tier with its model converted here
-        or on a server, `auto` when any chat tier can), and the tiers that cannot until converted."""
+        or on a server, `auto` when any chat tier can), and the tiers that cannot until converted
+        (`auto` is never one: it names no model)."""
         ready = self.engine.ready_tiers()
         now: list[Served] = []
         later: list[Served] = []
         for served in self.served():
             if served.tier == AUTO:
-                answers = bool(ready & set(self.engine.tiers()))
-            else:
-                answers = served.name != served.tier or served.tier in ready
+                if ready & set(self.engine.tiers()):
+                    now.append(served)
+                continue  # `auto` names no model to convert: it answers when a chat tier does
+            answers = served.name != served.tier or served.tier in ready
             (now if answers else later).append(served)
         return now, later
 
