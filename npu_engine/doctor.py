@@ -27,6 +27,7 @@ def diagnose(
     store: ModelStore,
     ollama_models: Path,
     ollama_url: str,
+    first_model: str,
     *,
     versions: VersionLookup = package_version,
     torch_stack: Callable[[], TorchStack] = read_torch_stack,
@@ -36,11 +37,12 @@ def diagnose(
 ) -> Report:
     """Check everything and return what was found, area by area. `host` is where device nodes,
     kernel modules and driver libraries are looked for (this machine by default); `probe` asks
-    the server at `ollama_url` whether it is Ollama."""
+    the server at `ollama_url` whether it is Ollama; `first_model` is the command that converts a
+    first model (see readiness.tier_command), said of an empty store."""
     findings = [
         *install_findings(versions, torch_stack),
         *device_findings(discover_devices, host or Host()),
-        *store_findings(store),
+        *store_findings(store, first_model),
         *ollama_findings(ollama_models, ollama_url, probe),
     ]
     return Report(tuple(findings))

@@ -14,26 +14,34 @@ from npu_engine.store import ModelStore
 
 # Below this, converting a 1.5B model (its staging copy beside the old one at the swap) may not fit.
 LOW_DISK_BYTES = 5_000_000_000
-FIRST_MODEL = "npu-convert tier code"  # the model of the tier most asked for, as planned for here
 SWEPT = "the next npu-convert conversion clears it up (a half-swapped model is put back)"
 
 
-def store_findings(store: ModelStore) -> list[Finding]:
-    """Every model of `store` checked, then what else is in the store, then the disk."""
+def store_findings(store: ModelStore, first_model: str) -> list[Finding]:
+    """Every model of `store` checked, then what else is in the store, then the disk.
+    `first_model` is the command that converts a first model, said of an empty store."""
     root = store.root
     if root.exists() and not root.is_dir():
         return [
             Finding("store", "fix", f"the model store {root} is not a folder", "point NPU_ENGINE_HOME at one")
         ]
     if not root.is_dir():
-        return [Finding("store", "note", f"no model store at {root} yet", FIRST_MODEL)]
+        return [Finding("store", "note", f"no model store at {root} yet", first_model)]
     findings = [
-        Finding("store", "fix", f"{name}: not a model ({why})", f"npu-convert rm {name}")
+        Finding(
+            "store",
+            "fix",
+            f"{name}: not a model ({why})",
+            # npu-convert rm removes model folders; a stray file is the user's to delete.
+            f"npu-convert rm {name}"
+            if (store.models_dir / name).is_dir()
+            else f"rm {store.models_dir / name}",
+        )
         for name, why in store.broken()
     ]
     manifests = store.manifests()
     if not manifests:
-        findings.append(Finding("store", "note", f"no models in {store.models_dir}", FIRST_MODEL))
+        findings.append(Finding("store", "note", f"no models in {store.models_dir}", first_model))
     cached, orphaned_bytes = store.cache_usage()
     keys = ReceiptKeys(root)
     for manifest in manifests:

@@ -40,7 +40,7 @@ from npu_engine.infill import InfillEnd, InfillStream, completion_prompt
 from npu_engine.manifest import Manifest
 from npu_engine.pipelines import Pipeline, PipelineKey, PipelinePool
 from npu_engine.planner import Planner
-from npu_engine.readiness import tier_readiness, ways_out
+from npu_engine.readiness import TierCommand, in_ollama_store, tier_command, ways_out
 from npu_engine.receipt import Receipt
 from npu_engine.receipt_keys import ReceiptKeys
 from npu_engine.recipes import load_recipe_book
@@ -487,12 +487,20 @@ class Engine:
         return self._store.manifests()
 
     def ready_tiers(self) -> set[str]:
-        """The tiers that can answer without a fallback: their model is converted for a device
-        here, or remote-tiers.json places them on a server."""
-        planner = self._planner
-        kinds = {device.kind for device in planner.inventory.devices}
-        readiness = tier_readiness(planner.profile, planner.catalog, planner.recipes, self.converted(), kinds)
-        return {r.tier for r in readiness if r.ready} | set(self._placed)
+        """The tiers that can answer now: their model is converted for a device here, or Ollama's
+        store holds it (Ollama answers it as the fallback), or remote-tiers.json places them on a
+        server."""
+        ollama = self._ollama_names()
+        catalog = self._planner.catalog
+        return {
+            r.tier
+            for r in self._planner.readiness(self.converted())
+            if r.ready or in_ollama_store(catalog.model(r.model).ollama or "", ollama)
+        } | set(self._placed)
+
+    def tier_command(self, tier: str) -> TierCommand:
+        """The command that converts the tier's models, and what network it needs."""
+        return tier_command(tier, self._planner.profile, self._planner.catalog)
 
     def loaded(self) -> list[PipelineKey]:
         """The loaded pipelines: (converted model, device, decoding mode)."""
@@ -618,10 +626,9 @@ class Engine:
         """`message`, followed by the ways to get `tier` answered here when no device of this
         machine has its model converted (see readiness.ways_out)."""
         planner, manifests = self._planner, self._store.manifests()
-        kinds = {device.kind for device in planner.inventory.devices}
-        readiness = tier_readiness(planner.profile, planner.catalog, planner.recipes, manifests, kinds)
-        if any(r.tier == tier and r.ready for r in readiness):
+        if any(r.tier == tier and r.ready for r in planner.readiness(manifests)):
             return message
+        kinds = {device.kind for device in planner.inventory.devices}
         found = ways_out(
             tier, planner.profile, planner.catalog, planner.recipes, manifests, kinds, self._ollama_names()
         )

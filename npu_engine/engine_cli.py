@@ -27,7 +27,7 @@ from npu_engine.manifest import Manifest
 from npu_engine.plan_checklist import checklist
 from npu_engine.planner import Planner
 from npu_engine.progress import SilentReporter
-from npu_engine.readiness import ProfileChoice, choose_profile
+from npu_engine.readiness import DEFAULT_TIER, ProfileChoice, choose_profile, tier_command
 from npu_engine.receipt_keys import ReceiptKeys, load_public_key
 from npu_engine.recipes import DeviceClass, load_recipe_book
 from npu_engine.request import BackendChoice, GenerateRequest, GenerationResult
@@ -287,6 +287,7 @@ def _plan(args: argparse.Namespace) -> int:
         conversions,
         cpu_backend,
         frozenset(installed_models(ollama_models_dir())),
+        disk_known=not args.inventory,
     )
     print(json.dumps(found.to_json(), indent=2) if args.json else found.text())
     return 0
@@ -437,7 +438,12 @@ def _keep(result: GenerationResult, receipt: Path | None, output: Path | None) -
 
 
 def _doctor(as_json: bool) -> int:
-    report = diagnose(ModelStore(engine_home()), ollama_models_dir(), ollama_base_url(ollama_host()))
+    store = ModelStore(engine_home())
+    # The first model to convert: the code tier of the profile npu-engine would choose here.
+    choice = _choose_profile(None, store, discover())
+    catalog = load_catalog()
+    first = tier_command(DEFAULT_TIER, catalog.profile(choice.name), catalog).words()
+    report = diagnose(store, ollama_models_dir(), ollama_base_url(ollama_host()), first)
     if as_json:
         print(report.to_json())
     else:

@@ -14,7 +14,7 @@ from npu_engine.convert import ConversionPlan
 from npu_engine.files import human_bytes
 from npu_engine.manifest import Manifest
 from npu_engine.planner import Planner
-from npu_engine.readiness import ProfileChoice, in_ollama_store, tier_readiness
+from npu_engine.readiness import HUB, PACKAGES, ProfileChoice, in_ollama_store
 from npu_engine.recipes import DeviceClass
 from npu_engine.scheduler import Plan, TierPlacement
 
@@ -30,25 +30,26 @@ class Conversion:
     """One conversion still to do, and what it takes here."""
 
     command: str
-    needs_network: bool
+    source: str  # where the weights come from, in words that say what network it needs
+    needs_model_hub: bool
     peak_memory: int
     disk: int
     output: int
     seconds: float | None
     problems: tuple[str, ...]
+    disk_known: bool = True  # a described machine's disk is not described
 
     def words(self) -> str:
-        where = (
-            "needs the network"
-            if self.needs_network
-            else "from registry packages, no model hub"
-            if self.command.startswith("npu-convert pkg:")
-            else "offline"
+        took = (
+            f", about {_minutes(self.seconds)} on 2 cores"
+            if self.seconds is not None
+            else ", time not measured"
         )
-        took = f", about {_minutes(self.seconds)} here" if self.seconds is not None else ", time not measured"
         fits = "; does not fit: " + "; ".join(self.problems) if self.problems else "; fits"
+        if not self.disk_known and not self.problems:
+            fits += " in memory (its disk is not described)"
         return (
-            f"{self.command} ({where}): about {human_bytes(self.peak_memory)} of memory and "
+            f"{self.command} ({self.source}): about {human_bytes(self.peak_memory)} of memory and "
             f"{human_bytes(self.disk)} of disk at its peak{took}{fits}"
         )
 
@@ -148,14 +149,12 @@ def checklist(
     conversions: TierConversions,
     cpu_backend: Callable[[TierPlacement], str | None],
     ollama_names: Collection[str] = (),
+    disk_known: bool = True,
 ) -> Checklist:
     """The checklist of `planner`'s profile on its machine, given the converted `manifests`,
     the conversions each tier would need and the models in Ollama's store (`ollama_names`)."""
     plan = planner.plan(manifests)
-    kinds = {device.kind for device in planner.inventory.devices}
-    readiness = {
-        r.tier: r for r in tier_readiness(planner.profile, planner.catalog, planner.recipes, manifests, kinds)
-    }
+    readiness = {r.tier: r for r in planner.readiness(manifests)}
     tiers = []
     for placement in plan.placements:
         ready = readiness[placement.tier]
@@ -180,17 +179,20 @@ def checklist(
                 reason=placement.reason,
                 fallback=placement.fallback,
                 cpu_backend=cpu_backend(placement),
-                conversions=tuple(_conversion(plan) for plan in todo if not plan.done),
-                from_gguf=_from_gguf(todo, planner.catalog, ollama_names),
+                conversions=tuple(_conversion(plan, disk_known) for plan in todo if not plan.done),
+                from_gguf=_from_gguf(todo, planner.catalog, ollama_names, disk_known),
             )
         )
     return Checklist(choice, plan, tuple(tiers))
 
 
-def _conversion(plan: ConversionPlan) -> Conversion:
+def _conversion(plan: ConversionPlan, disk_known: bool) -> Conversion:
+    hub = plan.source.startswith("hf:")
     return Conversion(
         command=f"npu-convert {plan.source} --device {plan.device}",
-        needs_network=plan.source.startswith("hf:"),
+        source=HUB if hub else PACKAGES if plan.source.startswith("pkg:") else "offline",
+        needs_model_hub=hub,
+        disk_known=disk_known,
         peak_memory=plan.needs.peak_memory,
         disk=plan.needs.disk,
         output=plan.needs.output,
@@ -200,7 +202,7 @@ def _conversion(plan: ConversionPlan) -> Conversion:
 
 
 def _from_gguf(
-    todo: Collection[ConversionPlan], catalog: Catalog, ollama_names: Collection[str]
+    todo: Collection[ConversionPlan], catalog: Catalog, ollama_names: Collection[str], disk_known: bool
 ) -> Conversion | None:
     """The tier's model from its GGUF in Ollama's store on the bounded path (pulled first when
     the store lacks it), when the catalog's own source for it is a Hugging Face model (the float
@@ -218,7 +220,9 @@ def _from_gguf(
     return Conversion(
         command=("" if stored else f"ollama pull {model.ollama} && ")
         + f"npu-convert ollama:{model.ollama} --device {model_plan.device}",
-        needs_network=not stored,
+        source="from your Ollama store: offline" if stored else "ollama pull downloads it: needs the network",
+        needs_model_hub=not stored,
+        disk_known=disk_known,
         peak_memory=needs.peak_memory,
         disk=needs.disk,
         output=needs.output,

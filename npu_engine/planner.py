@@ -13,6 +13,7 @@ from npu_engine.demands import manifest_for, tier_demands
 from npu_engine.devices import Device, DeviceKind, Inventory
 from npu_engine.errors import UserInputError
 from npu_engine.manifest import Manifest
+from npu_engine.readiness import TierReadiness, tier_readiness
 from npu_engine.recipes import RecipeBook
 from npu_engine.remote_tiers import RemoteTier
 from npu_engine.request import BackendChoice, Decoding
@@ -92,6 +93,11 @@ class Planner:
     def tier(self, tier: str) -> TierSpec:
         """The profile's tier; UserInputError naming the profile's tiers when it has no such tier."""
         return self.profile.tier(tier)
+
+    def readiness(self, manifests: Sequence[Manifest]) -> list[TierReadiness]:
+        """Each tier of the profile, with the converted models that run it on this machine."""
+        kinds = {device.kind for device in self.inventory.devices}
+        return tier_readiness(self.profile, self.catalog, self.recipes, manifests, kinds)
 
     def plan(self, manifests: Sequence[Manifest]) -> Plan:
         """Where each tier runs, given the converted models; a tier remote-tiers.json places on a

@@ -35,6 +35,33 @@ class TierReadiness:
 
 
 @dataclass(frozen=True)
+class TierCommand:
+    """The command that converts a tier's models, and where they come from, in words that say
+    what network it needs."""
+
+    command: str
+    source: str
+    needs_hub: bool
+
+    def words(self) -> str:
+        return f"{self.command} ({self.source})"
+
+
+PACKAGES = "from registry packages: PyPI, no model hub"
+HUB = "downloads from the model hub: needs the network"
+
+
+def tier_command(tier: str, profile: Profile, catalog: Catalog, device: str | None = None) -> TierCommand:
+    """`npu-convert tier` for `tier` of `profile` (on `device` when named): from registry
+    packages when every model it converts ships in them, else from the hub."""
+    spec = profile.tier(tier)
+    models = [spec.model] + ([spec.draft] if spec.draft else [])
+    packaged = all(catalog.model(model).packaged is not None for model in models)
+    command = f"npu-convert tier {tier} --profile {profile.name}" + (f" --device {device}" if device else "")
+    return TierCommand(command, PACKAGES if packaged else HUB, not packaged)
+
+
+@dataclass(frozen=True)
 class ProfileChoice:
     """The profile the engine runs and why, in words for the user's first line."""
 
@@ -97,7 +124,8 @@ def choose_profile(
             return ProfileChoice(
                 name,
                 "nothing is converted here yet, and this profile's models ship in registry packages: "
-                f"`npu-convert tier {DEFAULT_TIER} --profile {name}` converts its code tier offline",
+                f"`npu-convert tier {DEFAULT_TIER} --profile {name}` converts its code tier with no "
+                "model hub (PyPI only)",
             )
     return ProfileChoice(SEED_PROFILE, "nothing is converted here yet; the catalog's seed plan")
 
@@ -133,14 +161,14 @@ def ways_out(
     found = [f"use a profile whose {tier} tier is converted here: --profile {name}" for name in answering]
     if model.packaged is not None:
         found.append(
-            f"convert {model.name} from registry packages (no model hub): "
-            f"npu-convert tier {tier} --profile {profile.name}"
+            f"convert {model.name} from registry packages (PyPI, no model hub): "
+            f"{tier_command(tier, profile, catalog).command}"
         )
     if model.ollama is not None and in_ollama_store(model.ollama, ollama_names):
         found.append(f"convert it from your Ollama store (offline): npu-convert ollama:{model.ollama}")
     found += [
-        f"use profile {name}, whose {tier} model ships in registry packages (no model hub): "
-        f"npu-convert tier {tier} --profile {name}, then --profile {name}"
+        f"use profile {name}, whose {tier} model ships in registry packages (PyPI, no model hub): "
+        f"{tier_command(tier, catalog.profile(name), catalog).command}, then --profile {name}"
         for name, spec in others.items()
         if name not in answering and catalog.model(spec.model).packaged is not None
     ]

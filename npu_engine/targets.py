@@ -27,6 +27,7 @@ from npu_engine.machine import cpu_threads
 from npu_engine.manifest import Manifest
 from npu_engine.pipelines import LLAMA_CPP, Embedder, Pipeline, PipelineKey, PipelinePool
 from npu_engine.planner import Planner, RequestShape
+from npu_engine.readiness import tier_command
 from npu_engine.receipt import text_sha256
 from npu_engine.request import GenerateRequest, GenerationResult
 from npu_engine.store import ModelStore
@@ -245,11 +246,9 @@ class PipelineLoader:
 
 def not_converted(planner: Planner, tier: TierSpec, kind: DeviceKind) -> str:
     """Why a device cannot run `tier`: its model is not converted for that kind, and the command
-    that converts it, said to need the network when the model does not ship in registry packages."""
-    command = f"npu-convert tier {tier.tier} --profile {planner.profile.name} --device {kind}"
-    if planner.catalog.model(tier.model).packaged is None:
-        command += ", which downloads it: needs the network"
-    return f"{tier.model} is not converted for {kind.upper()} ({command})"
+    that converts it, with what network that needs."""
+    command = tier_command(tier.tier, planner.profile, planner.catalog, kind)
+    return f"{tier.model} is not converted for {kind.upper()} ({command.command}, {command.source})"
 
 
 class DeviceTarget:

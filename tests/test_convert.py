@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from npu_engine.convert import ConvertRequest, describe
+from npu_engine.demands import manifest_for
 from npu_engine.errors import DiskSpaceError, ModelExistsError
 from npu_engine.manifest import Manifest, verify_files
-from npu_engine.recipes import Recipe
+from npu_engine.recipes import Recipe, load_recipe_book
 from npu_engine.store import ModelStore
 from tests.conftest import make_converter
 from tests.test_sources import ollama_store
@@ -92,7 +93,10 @@ def test_ollama_store_conversion(tmp_path: Path, smollm_gguf: Path) -> None:
         ConvertRequest(source="ollama:smollm2:135m", recipe="int8")
     )
     m = result.manifest
-    assert (m.name, m.source.kind, m.source.digest) == ("smollm2-135m-int8", "ollama", f"sha256:{SMOLLM_SHA}")
+    # Named as the catalog names the model whose Ollama tag it is, so that its tiers find it.
+    assert (m.name, m.model) == ("smollm2-135m-instruct-int8", "smollm2-135m-instruct")
+    assert (m.source.kind, m.source.digest) == ("ollama", f"sha256:{SMOLLM_SHA}")
+    assert manifest_for([m], "smollm2-135m-instruct", "cpu", load_recipe_book()) == m
     assert verify_files(result.path, m) == []
 
 

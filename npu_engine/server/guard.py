@@ -22,9 +22,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# Open without the API key: the health check, and the Code Mode page with its files (they hold
-# nothing private; every API call the page makes carries the key). The Host check still applies.
-OPEN_PATHS = ("/health", "/")
+# Open without the API key: the health check, the Code Mode page and the API docs with their files
+# (they hold nothing private; every API call they make carries the key, /openapi.json too). The
+# Host check still applies.
+OPEN_PATHS = ("/health", "/", "/docs")
 OPEN_PREFIXES = ("/page/",)
 
 

@@ -217,14 +217,16 @@ def _model_entry(service: ModelService, served: Served, created: int) -> dict[st
     }
 
 
-def not_converted_entry(service: ModelService, served: Served) -> dict[str, str]:
+def not_converted_entry(service: ModelService, served: Served) -> dict[str, str | bool]:
     """A tier that cannot answer until its model is converted, and the command that converts it."""
-    profile = service.engine.profile_name
+    command = service.engine.tier_command(served.tier)
     return {
         "id": served.name,
         "tier": served.tier,
         "model": service.engine.tier(served.tier).model,
-        "convert": f"npu-convert tier {served.tier} --profile {profile}",
+        "convert": command.command,
+        "source": command.source,
+        "needs_model_hub": command.needs_hub,
     }
 
 

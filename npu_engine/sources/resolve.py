@@ -35,7 +35,9 @@ def resolve_source(
     if kind == "hf-hub":
         return resolve_hub(rest, reporter, trust_remote_code, lambda repo: catalog_name(catalog, repo))
     if kind == "ollama":
-        return resolve_ollama(rest, ollama_store, reporter)
+        resolved = resolve_ollama(rest, ollama_store, reporter)
+        known = ollama_catalog_name(catalog, rest)
+        return resolved if known is None else replace(resolved, default_name=known)
     model = catalog.model(rest)
     if model.packaged is None:
         raise UserInputError(
@@ -59,3 +61,17 @@ def catalog_name(catalog: Catalog, repo_or_folder: str) -> str:
         if model.hf is not None and slug(model.hf.split("/")[-1]) == name:
             return model.name
     return name
+
+
+def ollama_catalog_name(catalog: Catalog, name: str) -> str | None:
+    """The catalog model whose Ollama tag is `name` (`:latest` when it names no tag), so that the
+    tier whose model it is finds it (`deepseek-coder:6.7b` is deepseek-coder-6.7b-instruct); None
+    for a model the catalog does not know."""
+    tagged = name if ":" in name else f"{name}:latest"
+    for model in catalog.models.values():
+        if (
+            model.ollama is not None
+            and (model.ollama if ":" in model.ollama else f"{model.ollama}:latest") == tagged
+        ):
+            return model.name
+    return None
