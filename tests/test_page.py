@@ -177,6 +177,15 @@ def test_the_page_loads_with_no_console_errors(page: WebDriver, served: ServerTh
     shoot(page, "01-loaded")
 
 
+def try_it_out(page: WebDriver, path: str) -> str:
+    """Swagger UI's "Try it out" then "Execute" on the GET operation of `path`: the status shown."""
+    page.find_element(By.CSS_SELECTOR, f".opblock-summary-path[data-path='{path}']").click()
+    wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, ".try-out__btn")).pop().click()
+    wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, ".btn.execute")).pop().click()
+    answered = ".live-responses-table tbody .response-col_status"
+    return str(wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, answered))[0].text.strip())
+
+
 def test_the_api_docs_render_offline_and_try_a_route(page: WebDriver, served: ServerThread) -> None:
     page.get(served.url + "/docs")
     wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock"))
@@ -186,13 +195,7 @@ def test_the_api_docs_render_offline_and_try_a_route(page: WebDriver, served: Se
     loaded = page.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
     assert loaded and all(url.startswith(served.url + "/") for url in loaded), loaded
     # "Try it out" on /health: Swagger UI's own call gets past the page's CSP and the guard.
-    health = page.find_element(By.CSS_SELECTOR, ".opblock-summary-path[data-path='/health']")
-    health.click()
-    wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, ".try-out__btn")).pop().click()
-    wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, ".btn.execute")).pop().click()
-    answered = ".live-responses-table tbody .response-col_status"
-    status = wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, answered))
-    assert status[0].text.strip() == "200"
+    assert try_it_out(page, "/health") == "200"
     shoot(page, "api-docs")
     assert console_errors(page) == []
 
@@ -257,13 +260,7 @@ def test_the_api_docs_ask_for_the_key_then_use_it(page: WebDriver, engine: Engin
         asked.accept()
         wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock"))
         assert page.execute_script("return sessionStorage.getItem('npu-engine.api-key')") == API_KEY
-        health = page.find_element(By.CSS_SELECTOR, ".opblock-summary-path[data-path='/v1/models']")
-        health.click()
-        wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, ".try-out__btn")).pop().click()
-        wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, ".btn.execute")).pop().click()
-        answered = ".live-responses-table tbody .response-col_status"
-        status = wait(page, lambda b: b.find_elements(By.CSS_SELECTOR, answered))
-        assert status[0].text.strip() == "200"  # "Try it out" sent the key too
+        assert try_it_out(page, "/v1/models") == "200"  # "Try it out" sent the key too
         assert console_errors(page, ("401 (Unauthorized)",)) == []
 
 

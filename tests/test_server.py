@@ -142,7 +142,7 @@ def local_client(engine: Engine, **config: object) -> TestClient:
     )  # type: ignore[arg-type]
 
 
-def test_every_route_but_health_needs_the_api_key(engine: Engine) -> None:
+def test_every_route_but_health_and_the_pages_needs_the_api_key(engine: Engine) -> None:
     app = create_app(engine, ServerConfig(api_key="s3cret"))
     client = TestClient(app, base_url=LOCAL)
     routes = [(path, method) for path, ops in app.openapi()["paths"].items() for method in ops]
@@ -150,7 +150,9 @@ def test_every_route_but_health_needs_the_api_key(engine: Engine) -> None:
     assert len(routes) >= 12
     for path, method in routes:
         refused = client.request(method, path, json={})
-        if path == "/health":
+        if (path, method) in (("/health", "get"), ("/docs", "get")):
+            # The API docs page holds nothing private: it asks for the key before it fetches
+            # /openapi.json (docs.js), which stays keyed like every call.
             assert refused.status_code == 200
             continue
         assert refused.status_code == 401, (method, path)
@@ -208,25 +210,6 @@ def test_a_prompt_over_the_context_gets_400_with_the_counts(engine: Engine) -> N
     message = answer.json()["error"]["message"]
     assert "tokens" in message and "at most 8192" in message
     assert answer.json()["error"]["type"] == "context_length_exceeded"
-
-
-def test_internal_errors_answer_500_with_a_request_id_and_no_paths(
-    cache_store: ModelStore, smollm_cpu: Manifest, caplog: pytest.LogCaptureFixture
-) -> None:
-    def broken_factory(spec: object) -> object:
-        raise KeyError("/secret/models/openvino_model.xml")
-
-    engine = Engine.from_settings(
-        store=cache_store, profile="tiny", inventory=discover(), remotes=(), pipeline_factory=broken_factory
-    )
-    client = TestClient(create_app(engine), base_url=LOCAL, raise_server_exceptions=False)
-    with caplog.at_level(logging.ERROR, logger="npu_engine.server"):
-        failed = client.post("/api/chat", json={"model": "code", "messages": HELLO, "stream": False})
-    assert failed.status_code == 500
-    body = failed.text
-    assert "request id" in body and "/secret" not in body and "Traceback" not in body
-    assert failed.headers["x-request-id"] in body
-    assert "/secret/models" in caplog.text  # the log has the detail
 
 
 def test_log_lines_escape_user_input(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:

@@ -270,7 +270,7 @@ def test_the_docs_page_opens_without_the_key_and_its_document_needs_it(engine: E
     assert keyed.status_code == 200 and "/v1/chat/completions" in keyed.json()["paths"]
 
 
-def test_an_internal_error_is_logged_and_counted_as_the_500_it_answers(
+def test_an_internal_error_answers_500_with_a_request_id_and_no_paths_logged_and_counted(
     cache_store: ModelStore, smollm_cpu: Manifest, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken_factory(spec: object) -> object:
@@ -280,9 +280,14 @@ def test_an_internal_error_is_logged_and_counted_as_the_500_it_answers(
         store=cache_store, profile="tiny", inventory=discover(), remotes=(), pipeline_factory=broken_factory
     )
     client = TestClient(create_app(engine), base_url=LOCAL, raise_server_exceptions=False)
+    caplog.set_level(logging.ERROR, logger="npu_engine.server")
     with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
         failed = client.post("/api/chat", json={**CHAT, "stream": False})
     assert failed.status_code == 500
+    body = failed.text
+    assert "request id" in body and "/secret" not in body and "Traceback" not in body
+    assert failed.headers["x-request-id"] in body
+    assert "/secret/models" in caplog.text  # the server's log has the detail
     line = line_of(access_lines(caplog), failed)
     assert (line["route"], line["status"]) == ("/api/chat", "500")
     assert samples(client)[requests("/api/chat", 500)] == 1
