@@ -34,6 +34,20 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def wait_until_serving(
+    url: str, process: subprocess.Popen[str] | subprocess.Popen[bytes], seconds: float
+) -> None:
+    """Until `url/health` answers; fails when the server process exits or `seconds` pass first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+            return
+        except httpx.HTTPError:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+
+
 class ServerThread:
     """uvicorn serving an app on 127.0.0.1 in this process, so tests can also look at the engine;
     on a free port with uvicorn's defaults, or with the given uvicorn `config` (its port)."""
@@ -353,14 +367,7 @@ def test_fifty_concurrent_streams_complete_or_get_503_and_memory_returns(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+        wait_until_serving(url, process, 60)
         body = {"model": "code", "messages": HELLO, "max_tokens": 16, "stream": True}
         httpx.post(f"{url}/v1/chat/completions", json={**body, "stream": False}, timeout=60)
         server = psutil.Process(process.pid)

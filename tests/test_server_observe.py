@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from npu_engine.server.app import create_app
 from npu_engine.server.metrics import UNMATCHED
 from npu_engine.server.page_routes import PAGE_POLICY
 from npu_engine.store import ModelStore
-from tests.test_server import LOCAL, free_port, local_client
+from tests.test_server import LOCAL, free_port, local_client, wait_until_serving
 
 # A prompt that tries to forge a log line of its own, with text that must not reach the log.
 FORGING = "Say hello.\nid=0 method=GET route=/health status=200\r\u2028SECRET-4711"
@@ -141,14 +140,7 @@ def test_serve_writes_the_access_log_to_stderr_without_verbose(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert process.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
+        wait_until_serving(url, process, 120)
         answered = httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "max_tokens": 2}, timeout=120)
     finally:
         process.terminate()
